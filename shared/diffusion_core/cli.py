@@ -1,0 +1,206 @@
+"""The `unmask` command line. Errors print one line and exit with status 2."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import UnmaskError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def default_model() -> str:
+    """UNMASK_MODEL, else the bundled starter checkpoint."""
+    import os
+
+    from .starter import STARTER_DIFFUSION
+
+    return os.environ.get("UNMASK_MODEL") or str(STARTER_DIFFUSION)
+
+
+def _generation_args(p: argparse.ArgumentParser) -> None:
+    from .config import GenerationConfig
+
+    d = GenerationConfig()
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="masks appended after the prompt")
+    p.add_argument("--steps", type=int, default=d.steps, help="denoising steps (forward passes), at most")
+    p.add_argument("--schedule", default=d.schedule, help="linear | cosine | exponential | loglinear")
+    p.add_argument("--sampling", default=d.sampling, help="greedy | temperature | top_k | top_p")
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--top-k", type=int, default=d.top_k)
+    p.add_argument("--top-p", type=float, default=d.top_p)
+    p.add_argument("--remasking", default=d.remasking, help="low_confidence | random | threshold")
+    p.add_argument("--threshold", type=float, default=d.threshold, help="confidence kept by --remasking threshold")
+    p.add_argument("--block-length", type=int, default=d.block_length, help="semi-autoregressive block size (0: off)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--num-samples", type=int, default=d.num_samples)
+    p.add_argument("--forbid-eos", action="store_true", help="never stop early at an end-of-text token")
+
+
+def generation_config(args: argparse.Namespace):  # -> GenerationConfig
+    from .config import GenerationConfig
+
+    return GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        steps=args.steps,
+        schedule=args.schedule,
+        sampling=args.sampling,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        remasking=args.remasking,
+        threshold=args.threshold,
+        block_length=args.block_length,
+        seed=args.seed,
+        num_samples=args.num_samples,
+        forbid_eos=args.forbid_eos,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unmask", description="Masked-LM diffusion: train, generate, serve.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write text by iterative denoising")
+    g.add_argument("prompt", help="prompt text; each <mask> is one token to fill in place")
+    g.add_argument("--model", default=None, help="checkpoint directory or hub id (default: UNMASK_MODEL or the starter)")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    g.add_argument("--show-steps", action="store_true", help="print every denoising step")
+    g.add_argument("--json", action="store_true", help="print the result as JSON")
+    _generation_args(g)
+
+    t = sub.add_parser("train", help="fine-tune a masked LM for diffusion (or train one from scratch)")
+    t.add_argument("data", nargs="+", help=".txt / .jsonl files, folders, or hf:NAME[:CONFIG[:SPLIT]]")
+    t.add_argument("--output", required=True, help="checkpoint directory to write")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--base", help="checkpoint directory or hub id to fine-tune (e.g. roberta-base)")
+    src.add_argument("--architecture", help="a fresh model: roberta-tiny | roberta-small | roberta-base")
+    t.add_argument("--tokenizer", help="tokenizer for --architecture (default: train a byte-level BPE on the data)")
+    t.add_argument("--vocab-size", type=int, default=8000)
+    t.add_argument("--max-length", type=int, default=128, help="tokens per training block")
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--learning-rate", type=float, default=2e-4)
+    t.add_argument("--warmup-steps", type=int, default=100)
+    t.add_argument("--max-steps", type=int, default=0, help="0: train for --epochs")
+    t.add_argument("--epochs", type=float, default=1.0)
+    t.add_argument("--levels", default="1.0,0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1",
+                   help="comma-separated masking rates, or 'continuous' for t ~ U(eps, 1)")
+    t.add_argument("--prefix-max", type=int, default=0, help="longest unmasked prefix drawn per example")
+    t.add_argument("--eval-every", type=int, default=200)
+    t.add_argument("--save-every", type=int, default=500)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--precision", default="auto", help="auto | bf16 | fp32")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--resume", action="store_true", help="continue from <output>.run/")
+    s = sub.add_parser("starter", help="rebuild or re-evaluate the bundled starter models")
+    s.add_argument("action", choices=["build", "eval"])
+    s.add_argument("--work", default="runs/starter", help="folder for the corpus and resumable state")
+    s.add_argument("--output", default=None, help="where to write {diffusion,ar}/ (default: models/starter)")
+    s.add_argument("--diffusion-minutes", type=float, default=75.0)
+    s.add_argument("--ar-minutes", type=float, default=12.0)
+    return parser
+
+
+def _levels(text: str) -> tuple[float, ...] | None:
+    from .errors import ConfigError
+
+    if text == "continuous":
+        return None
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--levels must be comma-separated numbers or 'continuous', not {text!r}") from None
+
+
+@command("generate")
+def _generate(args: argparse.Namespace) -> int:
+    from . import checkpoint
+    from .denoise import create_denoiser, decode, run
+    from .model import pick_device
+    from .render import frame_text
+
+    config = generation_config(args)
+    model, tokenizer = checkpoint.load(args.model or default_model(), pick_device(args.device))
+    state = create_denoiser(model, tokenizer, args.prompt, config)
+    for frame in run(model, state):
+        if args.show_steps:
+            for row in range(config.num_samples):
+                label = f"[{frame.step:>3}]" + (f" #{row}" if config.num_samples > 1 else "")
+                print(f"{label} {frame_text(tokenizer, frame, row)}", flush=True)
+    texts = decode(tokenizer, state)
+    if args.json:
+        print(json.dumps({"texts": texts, "seed": state.seed, "nfe": state.nfe, "finish_reasons": state.finish_reasons()}))
+    else:
+        for i, text in enumerate(texts):
+            print(("" if len(texts) == 1 else f"--- sample {i} (seed {state.seed + i})\n") + text)
+    return 0
+
+
+@command("train")
+def _train(args: argparse.Namespace) -> int:
+    from .training import TrainConfig, train
+
+    config = TrainConfig(
+        data=tuple(args.data),
+        output=args.output,
+        base=args.base,
+        architecture=args.architecture,
+        tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps,
+        max_steps=args.max_steps,
+        epochs=args.epochs,
+        levels=_levels(args.levels),
+        prefix_max=args.prefix_max,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
+        seed=args.seed,
+        precision=args.precision,
+        device=args.device,
+        resume=args.resume,
+    )
+    path = train(config)
+    print(f"checkpoint written to {path}")
+    return 0
+
+
+@command("starter")
+def _starter(args: argparse.Namespace) -> int:
+    from . import starter
+
+    out = Path(args.output) if args.output else starter.STARTER
+    if args.action == "build":
+        metrics = starter.build(Path(args.work), out, args.diffusion_minutes, args.ar_minutes)
+    else:
+        metrics = starter.evaluate(out)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UnmaskError as exc:
+        print(f"unmask: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("unmask: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

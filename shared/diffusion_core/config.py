@@ -1,0 +1,46 @@
+"""Frozen configurations of the core, validated once when built."""
+
+from dataclasses import dataclass
+
+from .errors import ConfigError
+from .registry import lookup
+from .remasking import REMASKING
+from .sampling import SAMPLERS
+from .schedules import SCHEDULES
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 64  # masks appended after the prompt (0: only fill <mask> placeholders)
+    steps: int = 16  # forward passes, at most; threshold remasking and end tokens may use fewer
+    schedule: str = "cosine"  # how many tokens stay masked after each step (schedules.SCHEDULES)
+    sampling: str = "top_p"  # greedy | temperature | top_k | top_p (sampling.SAMPLERS)
+    temperature: float = 1.0  # divides the logits before sampling
+    top_k: int = 0  # with sampling="top_k": candidates per position
+    top_p: float = 0.9  # with sampling="top_p": probability mass kept
+    remasking: str = "low_confidence"  # which predictions are kept (remasking.REMASKING)
+    threshold: float = 0.9  # with remasking="threshold": keep predictions this confident
+    block_length: int = 0  # semi-autoregressive blocks of this many tokens (0: one block)
+    seed: int | None = None  # sample i uses seed + i; None draws a fresh seed
+    num_samples: int = 1  # rows generated together in one batch
+    forbid_eos: bool = False  # never end early at an end-of-text token
+
+    def __post_init__(self) -> None:
+        lookup(SCHEDULES, self.schedule, "schedule")
+        lookup(SAMPLERS, self.sampling, "sampling rule")
+        lookup(REMASKING, self.remasking, "remasking rule")
+        _check(self.max_new_tokens >= 0, "max_new_tokens", "must be 0 or more")
+        _check(self.steps >= 1, "steps", "must be at least 1")
+        _check(self.temperature > 0, "temperature", "must be greater than 0")
+        _check(self.top_k >= 0, "top_k", "must be 0 or more")
+        _check(self.sampling != "top_k" or self.top_k > 0, "top_k", "must be set (> 0) with sampling=top_k")
+        _check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        _check(0 < self.threshold <= 1, "threshold", "must be in (0, 1]")
+        _check(self.block_length >= 0, "block_length", "must be 0 or more")
+        _check(self.num_samples >= 1, "num_samples", "must be at least 1")
+        _check(self.seed is None or 0 <= self.seed < 2**31, "seed", "must be in [0, 2**31)")
+
+
+def _check(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{field} {message}")

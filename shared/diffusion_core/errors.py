@@ -1,0 +1,21 @@
+"""Exceptions raised at the core's boundary; each message is one line a user can act on."""
+
+
+class UnmaskError(Exception):
+    """Base class: anything a caller should show as a one-line error, never as a traceback."""
+
+
+class ConfigError(UnmaskError, ValueError):
+    """An option is unknown or out of range (unknown schedule, impossible length, ...)."""
+
+
+class InputError(UnmaskError, ValueError):
+    """The text or data given does not fit (prompt too long, empty corpus, bad file)."""
+
+
+class CheckpointError(UnmaskError):
+    """A checkpoint is missing, incomplete, or does not match its manifest."""
+
+
+class TokenizerError(CheckpointError):
+    """A checkpoint or path has no usable tokenizer."""

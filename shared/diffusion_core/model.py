@@ -1,0 +1,159 @@
+"""Loading masked LMs, choosing a device, and running the LM head on masked positions only."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .errors import CheckpointError, ConfigError, TokenizerError
+
+# Architectures whose learned positions start after the padding index (RoBERTa's offset of 2).
+_PADDING_OFFSET_TYPES = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; any other name is checked, not trusted."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA GPU is available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps' requested but MPS is not available")
+    return device
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is fast here: CUDA with bf16, or a CPU with AVX-512 bf16 / AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+    return False
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The ids the denoiser needs; `start` opens every sequence, `end` closes a document."""
+
+    start: int
+    end: int
+    mask: int
+    pad: int
+
+    @classmethod
+    def of(cls, tokenizer: PreTrainedTokenizerBase) -> "SpecialTokens":
+        start = _first(tokenizer.cls_token_id, tokenizer.bos_token_id)
+        end = _first(tokenizer.sep_token_id, tokenizer.eos_token_id)
+        if tokenizer.mask_token_id is None or start is None or end is None:
+            raise TokenizerError("tokenizer lacks a mask, start (cls/bos) or end (sep/eos) token")
+        pad = _first(tokenizer.pad_token_id, end)
+        return cls(start=start, end=end, mask=tokenizer.mask_token_id, pad=pad)
+
+
+def _first(*ids: int | None) -> int | None:
+    return next((i for i in ids if i is not None), None)
+
+
+def max_positions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    """How many tokens one forward pass may hold."""
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None) or 512
+    if config.model_type in _PADDING_OFFSET_TYPES:
+        limit -= (config.pad_token_id or 0) + 1
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if tok_limit and tok_limit < 1_000_000:
+        limit = min(limit, tok_limit)
+    return int(limit)
+
+
+def load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
+    """A fast tokenizer from a directory or hub id; a clear error when there is none."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+    except (OSError, ValueError, TypeError) as exc:
+        raise TokenizerError(f"no usable tokenizer at {source}: {_one_line(exc)}") from None
+    if tokenizer.mask_token_id is None:
+        raise TokenizerError(f"tokenizer at {source} has no mask token")
+    return tokenizer
+
+
+def load_masked_lm(source: str | Path, device: torch.device) -> PreTrainedModel:
+    """Weights from safetensors only (never a pickle), in float32, in eval mode."""
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(str(source), use_safetensors=True, dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"cannot load a masked LM from {source}: {_one_line(exc)}") from None
+    return model.to(device).eval()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def split_head(model: PreTrainedModel) -> tuple[nn.Module, nn.Module] | None:
+    """(encoder, LM head) when the head can run on a subset of positions, else None."""
+    encoder = getattr(model, model.base_model_prefix, None)
+    for name in ("lm_head", "cls"):
+        head = getattr(model, name, None)
+        if encoder is not None and isinstance(head, nn.Module):
+            return encoder, head
+    return None
+
+
+def masked_logits(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+) -> torch.Tensor:
+    """Logits (M, V) at positions (rows[i], cols[i]) of input_ids (B, L); the head sees only those."""
+    parts = split_head(model)
+    if parts is None:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[rows, cols]
+    encoder, head = parts
+    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return head(hidden[rows, cols])
+
+
+# Fresh RoBERTa shapes for `unmask train --architecture`: (layers, width, heads).
+ARCHITECTURES = {
+    "roberta-tiny": (2, 64, 2),
+    "roberta-small": (4, 256, 4),
+    "roberta-base": (12, 768, 12),
+}
+
+
+def fresh_masked_lm(name: str, tokenizer: PreTrainedTokenizerBase, max_length: int) -> PreTrainedModel:
+    """A randomly initialised RobertaForMaskedLM of a named size, sized to the tokenizer."""
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    from .registry import lookup
+
+    layers, width, heads = lookup(ARCHITECTURES, name, "architecture")
+    special = SpecialTokens.of(tokenizer)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * width,
+        max_position_embeddings=max_length + special.pad + 1,
+        pad_token_id=special.pad,
+        bos_token_id=special.start,
+        eos_token_id=special.end,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    return RobertaForMaskedLM(config)

@@ -1,0 +1,16 @@
+"""Named choices (schedules, samplers, remasking rules) looked up with a clear error."""
+
+from typing import Callable, TypeVar
+
+from .errors import ConfigError
+
+F = TypeVar("F", bound=Callable)
+
+
+def lookup(table: dict[str, F], name: str, what: str) -> F:
+    """Return table[name]; an unknown name raises ConfigError listing the known ones."""
+    try:
+        return table[name]
+    except KeyError:
+        known = ", ".join(sorted(table))
+        raise ConfigError(f"unknown {what} {name!r}; choose one of: {known}") from None

