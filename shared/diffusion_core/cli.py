@@ -192,6 +192,9 @@ def _starter(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .model import quiet_transformers
+
+    quiet_transformers()
     try:
         return COMMANDS[args.command](args)
     except UnmaskError as exc:

@@ -212,9 +212,10 @@ class Denoiser:
             self._start_block()
 
     def output_ids(self) -> list[list[int]]:
-        """Per row: the continuation's ids, or the whole filled text's when infilling."""
+        """Per row: the continuation's ids up to its end token, or the whole filled text's when infilling."""
         start = 1 if self.infill else self.prompt_length
-        return [row[start:][keep[start:]].tolist() for row, keep in zip(self.tokens, self.attention > 0)]
+        rows = [row[start:][keep[start:]].tolist() for row, keep in zip(self.tokens, self.attention > 0)]
+        return [ids[: ids.index(self.special.end)] if ended else ids for ids, ended in zip(rows, self.ended.tolist())]
 
     def finish_reasons(self) -> list[str]:
         return ["eos" if e else "length" for e in self.ended.tolist()]

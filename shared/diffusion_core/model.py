@@ -13,6 +13,14 @@ from .errors import CheckpointError, ConfigError, TokenizerError
 _PADDING_OFFSET_TYPES = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"}
 
 
+def quiet_transformers() -> None:
+    """Keep transformers' load-time progress bars and advice out of a user's terminal."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """'auto' picks cuda, then mps, then cpu; any other name is checked, not trusted."""
     if name == "auto":
@@ -76,14 +84,24 @@ def max_positions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) ->
     return int(limit)
 
 
+# Files one of which a local tokenizer directory must hold; without them transformers may build
+# an empty 5-token tokenizer from the model config without complaint.
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+
+
 def load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
-    """A fast tokenizer from a directory or hub id; a clear error when there is none."""
+    """A tokenizer from a directory or hub id; a clear error when there is none."""
+    path = Path(source)
+    if path.is_dir() and not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        raise TokenizerError(f"no usable tokenizer at {source}: none of {', '.join(_TOKENIZER_FILES)} found")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source))
     except (OSError, ValueError, TypeError) as exc:
         raise TokenizerError(f"no usable tokenizer at {source}: {_one_line(exc)}") from None
     if tokenizer.mask_token_id is None:
         raise TokenizerError(f"tokenizer at {source} has no mask token")
+    if len(tokenizer) < 16:
+        raise TokenizerError(f"tokenizer at {source} has only {len(tokenizer)} tokens; its vocabulary files are missing")
     return tokenizer
 
 

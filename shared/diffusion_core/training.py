@@ -20,8 +20,9 @@ from .collator import DEFAULT_LEVELS, DiffusionCollator, MaskedBatch
 from .data import Blocks, pack, read_texts, split
 from .errors import ConfigError, UnmaskError
 from .evaluation import masked_token_loss
-from .model import SpecialTokens, bf16_supported, fresh_masked_lm, load_tokenizer, masked_logits, pick_device
+from .model import ARCHITECTURES, SpecialTokens, bf16_supported, fresh_masked_lm, load_tokenizer, masked_logits, pick_device
 from .plots import line_chart
+from .registry import lookup
 from .tokenizer import train_bpe
 
 EVAL_RATES = (0.15, 0.5, 0.9)
@@ -62,6 +63,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if (self.base is None) == (self.architecture is None):
             raise ConfigError("give exactly one of base (a checkpoint to fine-tune) or architecture (a fresh model)")
+        if self.architecture is not None:
+            lookup(ARCHITECTURES, self.architecture, "architecture")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of: auto, bf16, fp32")
         if self.save_dtype not in ("float32", "float16", "bfloat16"):
@@ -223,7 +226,7 @@ def train(
         optimizer.step()
         state["step"] += 1
         state["tokens"] += int(batch.attention_mask.sum())
-        level_sums.setdefault(_level_key(batch.rate), []).append(float(loss))
+        level_sums.setdefault(_level_key(batch.rate), []).append(loss.item())
         elapsed = time.perf_counter() - started
         done = state["step"] >= total or (config.time_limit_s and elapsed >= config.time_limit_s)
         if state["step"] % 10 == 0 or done or state["step"] % config.eval_every == 0:

@@ -1,0 +1,55 @@
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM
+
+from diffusion_core import CheckpointError, TokenizerError, checkpoint
+
+
+def test_checkpoint_loads_with_plain_transformers(tiny_checkpoint, tiny_model):
+    model = AutoModelForMaskedLM.from_pretrained(tiny_checkpoint)
+    ids = torch.tensor([[0, 10, 11, 4, 2]])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, tiny_model(ids).logits, atol=1e-5)
+    files = json.loads((tiny_checkpoint / "manifest.json").read_text())["files"]
+    assert {"config.json", "model.safetensors", "unmask.json", "tokenizer.json"} <= set(files)
+    assert not list(tiny_checkpoint.glob("*.bin")), "weights are safetensors only"
+
+
+def test_round_trip_through_unmask_loader(tiny_checkpoint):
+    model, tokenizer = checkpoint.load(tiny_checkpoint, torch.device("cpu"))
+    assert tokenizer.mask_token == "<mask>" and not model.training
+
+
+def test_tampered_weights_are_refused(tiny_checkpoint, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_checkpoint, copy)
+    with (copy / "model.safetensors").open("r+b") as handle:
+        handle.seek(-8, 2)
+        handle.write(b"\x00\x01\x02\x03\x04\x05\x06\x07")
+    with pytest.raises(CheckpointError, match="model.safetensors does not match"):
+        checkpoint.load(copy, torch.device("cpu"))
+
+
+def test_missing_tokenizer_is_a_clear_error(tiny_checkpoint, tmp_path):
+    import shutil
+
+    copy = tmp_path / "notok"
+    shutil.copytree(tiny_checkpoint, copy)
+    for path in copy.iterdir():
+        if path.name not in ("config.json", "model.safetensors"):
+            path.unlink()
+    with pytest.raises(TokenizerError, match="no usable tokenizer"):
+        checkpoint.load(copy, torch.device("cpu"))
+
+
+def test_save_replaces_atomically_and_leaves_no_temporary(tiny_checkpoint, tiny_model, tokenizer, tmp_path):
+    target = tmp_path / "ckpt"
+    checkpoint.save(tiny_model, tokenizer, target, {"n": 1})
+    checkpoint.save(tiny_model, tokenizer, target, {"n": 2})
+    assert checkpoint.read_metadata(target) == {"n": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    checkpoint.verify(target)

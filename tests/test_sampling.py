@@ -1,0 +1,47 @@
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from diffusion_core.sampling import SamplingParams, sample
+
+
+def test_greedy_is_argmax():
+    logits = torch.randn(20, 50)
+    assert torch.equal(sample("greedy", logits, torch.rand(20, dtype=torch.float64), SamplingParams()), logits.argmax(-1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(1, 10), seed=st.integers(0, 10_000))
+def test_top_k_never_samples_outside_the_top_k(k, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(64, 100, generator=g)
+    ids = sample("top_k", logits, torch.rand(64, generator=g, dtype=torch.float64), SamplingParams(top_k=k))
+    allowed = logits.topk(k, dim=-1).indices
+    assert (allowed == ids.unsqueeze(-1)).any(-1).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(p=st.floats(0.05, 0.95), seed=st.integers(0, 10_000))
+def test_top_p_stays_inside_the_nucleus(p, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(64, 100, generator=g) * 3
+    ids = sample("top_p", logits, torch.rand(64, generator=g, dtype=torch.float64), SamplingParams(top_p=p))
+    probs = logits.softmax(-1)
+    chosen = probs.gather(-1, ids.unsqueeze(-1))
+    mass_above = (probs * (probs > chosen)).sum(-1)
+    assert (mass_above < p + 1e-5).all()
+
+
+def test_temperature_sampling_follows_the_distribution():
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1]])).repeat(20_000, 1)
+    g = torch.Generator().manual_seed(0)
+    ids = sample("temperature", logits, torch.rand(20_000, generator=g, dtype=torch.float64), SamplingParams())
+    freq = torch.bincount(ids, minlength=3).double() / 20_000
+    assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1], dtype=torch.float64), atol=0.02)
+
+
+def test_low_temperature_concentrates_on_the_mode():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]])).repeat(2_000, 1)
+    u = torch.rand(2_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ids = sample("temperature", logits, u, SamplingParams(temperature=0.1))
+    assert (ids == 0).double().mean() > 0.95

@@ -1,0 +1,111 @@
+import json
+import random
+
+import pytest
+import torch
+
+from diffusion_core import GenerationConfig, checkpoint, generate
+from diffusion_core.errors import ConfigError, InputError
+from diffusion_core.tokenizer import train_bpe
+from diffusion_core.training import TrainConfig, train
+
+PAIR = ["the quick brown fox jumps over the lazy dog", "a small grey cat sleeps under the warm sun"]
+
+
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory):
+    """Two sentences of equal token length, each block holding exactly one."""
+    root = tmp_path_factory.mktemp("learn")
+    rng = random.Random(0)
+    (root / "corpus.txt").write_text("\n\n".join(rng.choice(PAIR) for _ in range(400)))
+    tokenizer = train_bpe(PAIR * 50, vocab_size=400, max_length=64)
+    lengths = {len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in PAIR}
+    assert len(lengths) == 1
+    tokenizer.save_pretrained(root / "tokenizer")
+    return root, lengths.pop()
+
+
+@pytest.fixture(scope="module")
+def trained(learnable):
+    root, length = learnable
+    torch.manual_seed(0)
+    config = TrainConfig(
+        data=(str(root / "corpus.txt"),),
+        output=str(root / "model"),
+        architecture="roberta-tiny",
+        tokenizer=str(root / "tokenizer"),
+        max_length=length + 2,
+        prefix_max=4,
+        batch_size=16,
+        learning_rate=2e-3,
+        warmup_steps=20,
+        max_steps=800,
+        eval_every=100,
+        precision="fp32",
+        held_out=0.1,
+    )
+    return train(config, show_progress=False)
+
+
+def test_training_lowers_held_out_loss_at_every_rate(trained):
+    log = [e for e in json.loads((trained / "training_log.json").read_text()) if e["eval"]]
+    first, last = log[0]["eval"], log[-1]["eval"]
+    for rate in first:
+        assert last[rate] < 0.5 * first[rate], rate
+    assert (trained / "loss.png").stat().st_size > 1000
+    checkpoint.verify(trained)
+
+
+def test_trained_model_completes_prompts_from_its_corpus(trained):
+    model, tokenizer = checkpoint.load(trained, torch.device("cpu"))
+    config = GenerationConfig(max_new_tokens=7, steps=7, sampling="greedy", seed=0)
+    assert generate(model, tokenizer, "the quick brown", config).texts == ["fox jumps over the lazy dog"]
+    assert generate(model, tokenizer, "a small grey", config).texts == ["cat sleeps under the warm sun"]
+
+
+def test_metadata_records_data_and_training(trained):
+    meta = checkpoint.read_metadata(trained)
+    assert meta["data"]["documents"] == 400
+    assert meta["training"]["steps"] == 800 and meta["training"]["tokens_seen"] > 0
+    assert set(meta["metrics"]["held_out_loss"]) == {"0.15", "0.50", "0.90"}
+
+
+def test_resume_continues_from_the_snapshot(learnable, tmp_path):
+    root, length = learnable
+    base = dict(
+        data=(str(root / "corpus.txt"),),
+        output=str(tmp_path / "m"),
+        architecture="roberta-tiny",
+        tokenizer=str(root / "tokenizer"),
+        max_length=length + 2,
+        max_steps=30,
+        save_every=10,
+        eval_every=10,
+        precision="fp32",
+    )
+    with pytest.raises(KeyboardInterrupt):
+        calls = iter(range(100))
+        train(TrainConfig(**base), show_progress=False, should_stop=lambda: next(calls) == 25 and _interrupt())
+    assert (tmp_path / "m.run" / "optimizer.safetensors").is_file()
+    out = train(TrainConfig(**base, resume=True), show_progress=False)
+    log = json.loads((out / "training_log.json").read_text())
+    assert log[0]["step"] <= 10 and log[-1]["step"] == 30
+    assert checkpoint.read_metadata(out)["training"]["steps"] == 30
+    assert not (tmp_path / "m.run").exists()
+
+
+def _interrupt() -> bool:
+    raise KeyboardInterrupt
+
+
+def test_bad_training_input_names_the_problem(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(InputError, match="no text"):
+        train(TrainConfig(data=(str(tmp_path / "empty.txt"),), output=str(tmp_path / "o"), architecture="roberta-tiny"))
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\nnot json\n')
+    with pytest.raises(InputError, match="bad.jsonl:2"):
+        train(TrainConfig(data=(str(tmp_path / "bad.jsonl"),), output=str(tmp_path / "o"), architecture="roberta-tiny"))
+    with pytest.raises(ConfigError, match="exactly one"):
+        TrainConfig(data=("x",), output="o")
+    with pytest.raises(ConfigError, match="unknown architecture 'gpt-9'.*roberta-small"):
+        TrainConfig(data=("x",), output="o", architecture="gpt-9")
