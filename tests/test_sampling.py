@@ -45,3 +45,16 @@ def test_low_temperature_concentrates_on_the_mode():
     u = torch.rand(2_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     ids = sample("temperature", logits, u, SamplingParams(temperature=0.1))
     assert (ids == 0).double().mean() > 0.95
+
+
+def test_top_p_with_a_nucleus_wider_than_the_candidate_set():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(200, 2000, generator=g) * 0.1
+    logits[:100, 0] = 20.0  # half the rows are peaked, half are nearly flat
+    ids = sample("top_p", logits, torch.rand(200, generator=g, dtype=torch.float64), SamplingParams(top_p=0.9))
+    assert (ids[:100] == 0).all()
+    probs = logits[100:].softmax(-1)
+    chosen = probs.gather(-1, ids[100:].unsqueeze(-1))
+    assert ((probs * (probs > chosen)).sum(-1) < 0.9 + 1e-5).all()
+    ranks = (probs > chosen).sum(-1)
+    assert (ranks >= 256).any(), "flat rows sample beyond the first candidates"

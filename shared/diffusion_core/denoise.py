@@ -18,7 +18,7 @@ from .config import GenerationConfig
 from .errors import ConfigError, InputError
 from .model import SpecialTokens, masked_logits, max_positions
 from .remasking import keep_mask
-from .sampling import SamplingParams, sample
+from .sampling import SamplingParams, probability_of, sample
 from .schedules import masked_after
 
 
@@ -171,7 +171,7 @@ class Denoiser:
         cfg = self.config
         params = SamplingParams(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
         ids = sample(cfg.sampling, logits, uniforms[rows, cols], params)
-        probs = torch.log_softmax(logits, -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1).exp()
+        probs = probability_of(logits, ids)
         predicted = self.tokens.clone()
         predicted[rows, cols] = ids
         conf = torch.full(self.tokens.shape, float("-inf"))

@@ -11,6 +11,8 @@ import torch
 
 from .registry import lookup
 
+NUCLEUS_CANDIDATES = 256  # tokens searched for the top-p nucleus before falling back to a full sort
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -46,13 +48,38 @@ def top_k(logits: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams) 
 
 
 def top_p(logits: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """Nucleus sampling: the smallest set of tokens whose mass reaches top_p."""
-    values, index = logits.float().sort(dim=-1, descending=True)
-    logprobs = torch.log_softmax(values / params.temperature, -1)
-    mass_before = logprobs.exp().cumsum(-1) - logprobs.exp()
-    logprobs = logprobs.masked_fill(mass_before >= params.top_p, float("-inf"))
-    pick = _draw(logprobs, uniforms)
+    """Nucleus sampling: the smallest set of tokens whose mass reaches top_p.
+
+    The nucleus is looked for among the NUCLEUS_CANDIDATES most likely tokens first (a top-k
+    is far cheaper than sorting the vocabulary); rows whose nucleus is wider are fully sorted.
+    """
+    scaled = logits.float() / params.temperature
+    k = min(NUCLEUS_CANDIDATES, scaled.shape[-1])
+    values, index = scaled.topk(k, dim=-1)
+    logprobs = values - scaled.logsumexp(-1, keepdim=True)
+    wide = logprobs.exp().sum(-1) < params.top_p
+    if wide.any():
+        full_values, full_index = scaled[wide].sort(dim=-1, descending=True)
+        return _nucleus_fill(scaled, uniforms, params, values, index, logprobs, wide, full_values, full_index)
+    return _nucleus_draw(logprobs, index, uniforms, params.top_p)
+
+
+def _nucleus_draw(logprobs: torch.Tensor, index: torch.Tensor, uniforms: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Sample within the nucleus of sorted log-probs (M, K) -> vocabulary ids (M,)."""
+    probs = logprobs.exp()
+    mass_before = probs.cumsum(-1) - probs
+    pick = _draw(logprobs.masked_fill(mass_before >= top_p, float("-inf")), uniforms)
     return index.gather(-1, pick.unsqueeze(-1)).squeeze(-1)
+
+
+def _nucleus_fill(scaled, uniforms, params, values, index, logprobs, wide, full_values, full_index) -> torch.Tensor:
+    out = torch.empty(scaled.shape[0], dtype=torch.long, device=scaled.device)
+    narrow = ~wide
+    if narrow.any():
+        out[narrow] = _nucleus_draw(logprobs[narrow], index[narrow], uniforms[narrow], params.top_p)
+    full_logprobs = full_values - full_values.logsumexp(-1, keepdim=True)
+    out[wide] = _nucleus_draw(full_logprobs, full_index, uniforms[wide], params.top_p)
+    return out
 
 
 SAMPLERS = {f.__name__: f for f in (greedy, temperature, top_k, top_p)}
@@ -61,3 +88,9 @@ SAMPLERS = {f.__name__: f for f in (greedy, temperature, top_k, top_p)}
 def sample(name: str, logits: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """Apply the named rule: logits (M, V), uniforms (M,) -> token ids (M,)."""
     return lookup(SAMPLERS, name, "sampling rule")(logits, uniforms, params)
+
+
+def probability_of(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The model's probability of each chosen id (temperature 1, unfiltered): logits (M, V), ids (M,) -> (M,)."""
+    chosen = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    return (chosen - logits.logsumexp(-1)).exp()

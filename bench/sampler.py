@@ -1,0 +1,121 @@
+"""Sampler overhead and speed against a position-by-position loop, in one run.
+
+For each model size and batch size: time 10 denoising steps of unmask's loop, the same number
+of plain forward passes (the floor any generator must pay), and a baseline that, like the
+seed implementations, runs the full LM head and then samples every masked position in a
+Python loop with per-position top-k/top-p filtering. Random weights: speed only.
+
+    python bench/sampler.py            # small (4x256, 8k vocab) and base-sized (12x768, 50k vocab)
+    python bench/sampler.py --quick    # small model, fewer repeats
+"""
+
+import argparse
+import time
+
+import torch
+from transformers import RobertaConfig, RobertaForMaskedLM
+
+from diffusion_core import Canvas, Denoiser, GenerationConfig, run
+from diffusion_core.model import SpecialTokens
+
+SPECIAL = SpecialTokens(start=0, end=2, mask=4, pad=1)
+SIZES = {"small 4x256 8k": (4, 256, 4, 8000), "base 12x768 50k": (12, 768, 12, 50265)}
+
+
+def make_model(layers: int, width: int, heads: int, vocab: int) -> RobertaForMaskedLM:
+    torch.manual_seed(0)
+    config = RobertaConfig(
+        vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=4 * width, max_position_embeddings=514, pad_token_id=1,
+    )
+    return RobertaForMaskedLM(config).eval()
+
+
+def make_state(vocab: int, length: int, prompt: int, batch: int, steps: int, **kw) -> Denoiser:
+    g = torch.Generator().manual_seed(0)
+    ids = [SPECIAL.start] + torch.randint(10, vocab, (prompt - 1,), generator=g).tolist()
+    canvas = Canvas(tokens=ids + [SPECIAL.mask] * (length - prompt), masked=[False] * prompt + [True] * (length - prompt))
+    config = GenerationConfig(max_new_tokens=length - prompt, steps=steps, num_samples=batch, seed=0, forbid_eos=True, **kw)
+    return Denoiser(canvas, config, SPECIAL, window=512, banned_ids=[0, 1, 3, 4])
+
+
+def time_unmask(model, vocab, length, prompt, batch, steps, autocast=False, **kw) -> tuple[float, float, int]:
+    state = make_state(vocab, length, prompt, batch, steps, **kw)
+    started = time.perf_counter()
+    forward = sum(frame.forward_s for frame in run(model, state, autocast=autocast))
+    return time.perf_counter() - started, forward, state.nfe
+
+
+@torch.inference_mode()
+def time_forward(model, vocab, length, batch, steps) -> float:
+    ids = torch.randint(5, vocab, (batch, length))
+    started = time.perf_counter()
+    for _ in range(steps):
+        model(input_ids=ids)
+    return time.perf_counter() - started
+
+
+@torch.inference_mode()
+def time_baseline(model, vocab, length, prompt, batch, steps, top_k=50, top_p=0.9) -> float:
+    """The seeds' loop: full logits, then per sample and per masked position filter and sample."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(5, vocab, (batch, length), generator=g)
+    x[:, prompt:] = SPECIAL.mask
+    per_step = (length - prompt) // steps
+    started = time.perf_counter()
+    for step in range(steps):
+        logits = model(input_ids=x).logits
+        for b in range(batch):
+            masked = (x[b] == SPECIAL.mask).nonzero().squeeze(-1).tolist()
+            picks = []
+            for i in masked:
+                row = logits[b, i].clone()
+                kth = torch.topk(row, top_k).values[-1]
+                row[row < kth] = float("-inf")
+                sorted_row, order = torch.sort(row, descending=True)
+                cum = torch.softmax(sorted_row, -1).cumsum(-1)
+                remove = cum > top_p
+                remove[1:] = remove[:-1].clone()
+                remove[0] = False
+                row[order[remove]] = float("-inf")
+                probs = torch.softmax(row, -1)
+                token = int(torch.multinomial(probs, 1, generator=g))
+                picks.append((float(probs[token]), i, token))
+            picks.sort(reverse=True)
+            keep = picks if step == steps - 1 else picks[:per_step]
+            for _, i, token in keep:
+                x[b, i] = token
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    sizes = {k: v for k, v in SIZES.items() if not args.quick or k.startswith("small")}
+    length, prompt, steps = args.length, 16, args.steps
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, T={length}, {steps} steps, top_p=0.9 sampling")
+    print(f"{'model':<17}{'B':>3}{'forward s':>11}{'unmask s':>10}{'outside fwd':>13}{'seed loop s':>13}{'speedup':>9}{'bf16 s':>8}{'thr NFE':>9}")
+    for name, (layers, width, heads, vocab) in sizes.items():
+        model = make_model(layers, width, heads, vocab)
+        for batch in (1, 8):
+            time_unmask(model, vocab, length, prompt, batch, 2)  # warm-up
+            forward = time_forward(model, vocab, length, batch, steps)
+            total, in_forward, _ = time_unmask(model, vocab, length, prompt, batch, steps)
+            baseline = time_baseline(model, vocab, length, prompt, batch, steps)
+            bf16, _, _ = time_unmask(model, vocab, length, prompt, batch, steps, autocast=True)
+            _, _, nfe = time_unmask(model, vocab, length, prompt, batch, steps, remasking="threshold", threshold=0.0001)
+            outside = (total - in_forward) / total
+            print(
+                f"{name:<17}{batch:>3}{forward:>11.2f}{total:>10.2f}{outside:>12.1%}{baseline:>13.2f}"
+                f"{baseline / total:>8.1f}x{bf16:>8.2f}{nfe:>9}"
+            )
+    print("forward s: 10 full forward passes (the floor with a full LM head); outside fwd: share of unmask's")
+    print("time not in its own forward passes; speedup: seed loop / unmask; bf16: unmask with bf16 autocast;")
+    print("thr NFE: forward passes with threshold remasking (random weights are rarely confident: see eval).")
+
+
+if __name__ == "__main__":
+    main()
