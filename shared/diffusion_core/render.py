@@ -26,3 +26,28 @@ def frame_text(tokenizer: PreTrainedTokenizerBase, frame: Frame, row: int = 0) -
         parts.append(tokenizer.decode(run))
     text = "".join(parts)
     return " ".join(text.split())
+
+
+class TokenPieces:
+    """Token id -> the text it adds when it follows other text ('' for special tokens), cached."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+        self.special = set(tokenizer.all_special_ids)
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self.wordpiece = backend is not None and type(backend.model).__name__ == "WordPiece"
+        self.cache: dict[int, str] = {}
+
+    def __call__(self, ids: list[int]) -> list[str]:
+        return [self.cache.get(i) if i in self.cache else self._piece(i) for i in ids]
+
+    def _piece(self, token_id: int) -> str:
+        if token_id in self.special:
+            piece = ""
+        elif self.wordpiece:
+            token = self.tokenizer.convert_ids_to_tokens(token_id)
+            piece = token[2:] if token.startswith("##") else " " + token
+        else:
+            piece = self.tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
+        self.cache[token_id] = piece
+        return piece

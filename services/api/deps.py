@@ -1,0 +1,46 @@
+"""Dependencies shared by the routes, as Annotated aliases."""
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header
+from starlette.requests import HTTPConnection
+
+from .config import Settings
+from .engine import Engine
+from .errors import ApiError
+from .metrics import Metrics
+from .registry import ModelRegistry
+
+
+def get_settings(request: HTTPConnection) -> Settings:
+    return request.app.state.settings
+
+
+def get_registry(request: HTTPConnection) -> ModelRegistry:
+    return request.app.state.registry
+
+
+def get_engine(request: HTTPConnection) -> Engine:
+    return request.app.state.engine
+
+
+def get_metrics(request: HTTPConnection) -> Metrics:
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+def require_api_key(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
+    """Write routes: `Authorization: Bearer <key>`, compared in constant time."""
+    scheme, _, given = (authorization or "").partition(" ")
+    expected = settings.api_key
+    if expected is None or scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(401, "a valid API key is required: send 'Authorization: Bearer <key>'", "authorization")
+
+
+ApiKeyDep = Depends(require_api_key)

@@ -1,0 +1,195 @@
+"""Continuous batching: every running request advances one denoising step per shared forward pass.
+
+Requests join the running batch at the next step boundary and leave when finished or
+cancelled. Each request owns its Denoiser (and so its seeds): what it generates does not
+depend on what it was batched with. The loop runs in one thread, off the event loop.
+"""
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import torch
+
+from diffusion_core import Denoiser, Frame
+from diffusion_core.model import masked_logits
+
+from .metrics import Metrics
+from .registry import ModelEntry
+
+log = logging.getLogger("unmask.engine")
+STREAM_BUFFER = 4  # frames held for a slow reader before older intermediate ones are dropped
+
+
+class Overloaded(Exception):
+    """The running batch and its queue are full."""
+
+
+@dataclass
+class EngineStats:
+    forward_passes: int = 0
+    rows: int = 0
+    shared_passes: int = 0  # passes that served more than one request
+
+
+class Ticket:
+    """One request in the engine; the event loop reads its frames, the engine thread writes them."""
+
+    def __init__(self, state: Denoiser, entry: ModelEntry, loop: asyncio.AbstractEventLoop, stream: bool, metrics: Metrics):
+        self.state, self.entry, self.loop, self.stream, self.metrics = state, entry, loop, stream, metrics
+        self.queue: asyncio.Queue[Frame | BaseException] = asyncio.Queue(maxsize=STREAM_BUFFER)
+        self.cancelled = threading.Event()
+        self.enqueued = time.perf_counter()
+        self.started: float | None = None
+        self.forward_s = 0.0
+        self.dropped = 0
+
+    def cancel(self) -> None:
+        """The client went away: the engine drops this request at the next step boundary."""
+        self.cancelled.set()
+
+    def deliver(self, item: Frame | BaseException) -> None:
+        if isinstance(item, Frame) and not item.done and not self.stream:
+            return
+        self.loop.call_soon_threadsafe(self._put, item)
+
+    def _put(self, item: Frame | BaseException) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.dropped += 1
+            self.metrics.frames_dropped.inc()
+        self.queue.put_nowait(item)
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        """Frames as they come (intermediate ones may be coalesced); the last has done=True."""
+        while True:
+            item = await self.queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if item.done:
+                return
+
+    async def final(self) -> Frame:
+        async for frame in self.frames():
+            if frame.done:
+                return frame
+        raise RuntimeError("request ended without a final frame")
+
+    @property
+    def queue_s(self) -> float:
+        return (self.started or time.perf_counter()) - self.enqueued
+
+
+class Engine:
+    def __init__(self, metrics: Metrics, max_active: int, max_queue: int, batching: bool = True, autocast: bool = False):
+        self.metrics = metrics
+        self.max_active = max_active if batching else 1
+        self.capacity = max_active + max_queue
+        self.autocast = autocast
+        self.waiting: deque[Ticket] = deque()
+        self.active: list[Ticket] = []
+        self.stats = EngineStats()
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="unmask-engine", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+
+    @property
+    def load(self) -> int:
+        return len(self.waiting) + len(self.active)
+
+    def submit(self, state: Denoiser, entry: ModelEntry, stream: bool) -> Ticket:
+        ticket = Ticket(state, entry, asyncio.get_running_loop(), stream, self.metrics)
+        with self._cond:
+            if self.load >= self.capacity:
+                raise Overloaded()
+            self.waiting.append(ticket)
+            self.metrics.queue_depth.set(len(self.waiting))
+            self._cond.notify()
+        return ticket
+
+    def _admit(self) -> list[Ticket]:
+        """Under the lock: retire cancelled requests, admit waiting ones, pick this step's batch."""
+        self.waiting = deque(t for t in self.waiting if not t.cancelled.is_set())
+        self.active = [t for t in self.active if not t.cancelled.is_set()]
+        while self.waiting and len(self.active) < self.max_active:
+            ticket = self.waiting.popleft()
+            ticket.started = time.perf_counter()
+            self.active.append(ticket)
+        self.metrics.queue_depth.set(len(self.waiting))
+        self.metrics.active.set(len(self.active))
+        if not self.active:
+            return []
+        entry = self.active[0].entry  # one model per pass; others wait their turn
+        return [t for t in self.active if t.entry is entry]
+
+    def _loop(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cond:
+                batch = self._admit()
+                while not batch and not self._stop:
+                    self._cond.wait(timeout=0.5)
+                    batch = self._admit()
+                if self._stop:
+                    return
+            try:
+                self._step(batch)
+            except Exception as exc:
+                log.exception("denoising step failed; failing its %d requests", len(batch))
+                for ticket in batch:
+                    ticket.deliver(exc)
+                self._retire(batch)
+
+    def _step(self, batch: list[Ticket]) -> None:
+        entry = batch[0].entry
+        inputs = [t.state.request() for t in batch]
+        width = max(i.input_ids.shape[1] for i in inputs)
+        pad = batch[0].state.special.pad
+        ids = torch.cat([torch.nn.functional.pad(i.input_ids, (0, width - i.input_ids.shape[1]), value=pad) for i in inputs])
+        attention = torch.cat([torch.nn.functional.pad(i.attention_mask, (0, width - i.attention_mask.shape[1])) for i in inputs])
+        offsets = torch.tensor([0] + [i.input_ids.shape[0] for i in inputs]).cumsum(0)
+        rows = torch.cat([i.rows + offsets[n] for n, i in enumerate(inputs)])
+        cols = torch.cat([i.cols for i in inputs])
+        d = entry.device
+        t0 = time.perf_counter()
+        with torch.inference_mode(), torch.autocast(d.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logits = masked_logits(entry.model, ids.to(d), attention.to(d), rows.to(d), cols.to(d))
+        forward_s = time.perf_counter() - t0
+        self._count(batch, ids.shape[0])
+        finished = []
+        for ticket, part in zip(batch, logits.split([i.rows.numel() for i in inputs])):
+            frame = ticket.state.advance(part, forward_s=forward_s)
+            ticket.forward_s += forward_s
+            ticket.deliver(frame)
+            if frame.done:
+                finished.append(ticket)
+                self.metrics.tokens.inc(sum(len(ids) for ids in ticket.state.output_ids()))
+        self._retire(finished)
+
+    def _count(self, batch: list[Ticket], rows: int) -> None:
+        self.stats.forward_passes += 1
+        self.stats.rows += rows
+        self.stats.shared_passes += len(batch) > 1
+        self.metrics.steps.inc()
+        self.metrics.batch_rows.observe(rows)
+
+    def _retire(self, tickets: list[Ticket]) -> None:
+        if not tickets:
+            return
+        with self._cond:
+            self.active = [t for t in self.active if t not in tickets]
+            self.metrics.active.set(len(self.active))

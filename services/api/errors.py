@@ -1,0 +1,62 @@
+"""One error shape for every failure: {"error": {"message", "type", "param"}}."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from diffusion_core import ConfigError, InputError
+
+log = logging.getLogger("unmask.api")
+
+TYPES = {400: "invalid_request", 401: "authentication_error", 404: "not_found", 405: "invalid_request",
+         413: "payload_too_large", 422: "validation_error", 429: "overloaded", 503: "not_ready"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.headers = status, message, param, headers or {}
+
+    @property
+    def type(self) -> str:
+        return TYPES.get(self.status, "internal_error")
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param}}
+
+
+def from_core(exc: ConfigError | InputError, prefix: str = "parameters") -> ApiError:
+    """A core validation error as a 422 naming the parameter its message starts with."""
+    message = str(exc)
+    first = message.split(" ", 1)[0]
+    param = "inputs" if isinstance(exc, InputError) else (f"{prefix}.{first}" if first.isidentifier() else prefix)
+    return ApiError(422, message, param)
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if p not in ("body", "query", "path"))
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = _loc(tuple(first.get("loc", ())))
+        message = f"{param}: {first['msg']}" if param else first["msg"]
+        return JSONResponse(ApiError(422, message, param or None).body(), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(ApiError(exc.status_code, str(exc.detail)).body(), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": {"message": "internal error", "type": "internal_error", "param": None}}, status_code=500)

@@ -1,0 +1,97 @@
+"""Turning validated requests into engine tickets, and frames and results into JSON."""
+
+import time
+from typing import Any
+
+from diffusion_core import ConfigError, Frame, GenerationConfig, InputError, create_denoiser, decode
+
+from .config import Settings
+from .engine import Engine, Overloaded, Ticket
+from .errors import ApiError, from_core
+from .registry import ModelEntry, ModelRegistry
+from .schemas import Details, GenerateParameters, GenerateResponse, Timings
+
+
+def resolve(registry: ModelRegistry, name: str | None, param: str = "model") -> ModelEntry:
+    """The named (or current) model; 503 while loading, 404 when unknown."""
+    if registry.current is None:
+        reason = f"model failed to load: {registry.error}" if registry.error else "model is loading"
+        raise ApiError(503, reason)
+    entry = registry.get(name)
+    if entry is None:
+        raise ApiError(404, f"unknown model {name!r}; available: {', '.join(registry.names())}", param)
+    return entry
+
+
+def check_limits(settings: Settings, params: GenerateParameters, prefix: str = "parameters") -> None:
+    for field, limit in (
+        ("max_new_tokens", settings.max_new_tokens),
+        ("steps", settings.max_steps),
+        ("num_samples", settings.max_samples),
+    ):
+        if getattr(params, field) > limit:
+            raise ApiError(422, f"{field} must be at most {limit} on this server", f"{prefix}.{field}")
+
+
+def submit(
+    engine: Engine, entry: ModelEntry, settings: Settings, inputs: str, params: GenerateParameters, stream: bool
+) -> Ticket:
+    """Validate against the limits and the model, then queue; 422, 429 as ApiError."""
+    check_limits(settings, params)
+    prompt_tokens = len(entry.tokenizer(inputs, add_special_tokens=False)["input_ids"])
+    if prompt_tokens > settings.max_input_tokens:
+        raise ApiError(422, f"inputs is {prompt_tokens} tokens; this server accepts at most {settings.max_input_tokens}", "inputs")
+    fields = params.model_dump(exclude={"details", "model"})
+    try:
+        state = create_denoiser(entry.model, entry.tokenizer, inputs, GenerationConfig(**fields))
+    except (ConfigError, InputError) as exc:
+        raise from_core(exc) from None
+    try:
+        return engine.submit(state, entry, stream)
+    except Overloaded:
+        raise ApiError(429, "the server is at capacity; retry shortly", headers={"Retry-After": "1"}) from None
+
+
+def frame_message(ticket: Ticket, frame: Frame) -> dict[str, Any]:
+    """One step for a viewer: per sample, the text piece, mask, reveal and confidence of each position."""
+    live = ticket.state.attention > 0
+    samples = []
+    for row in range(frame.tokens.shape[0]):
+        keep = live[row]
+        conf = frame.confidence[row][keep].tolist()
+        samples.append({
+            "tokens": ticket.entry.pieces(frame.tokens[row][keep].tolist()),
+            "masked": frame.masked[row][keep].tolist(),
+            "revealed": frame.revealed[row][keep].tolist(),
+            "confidence": [None if c != c else round(c, 4) for c in conf],
+        })
+    return {
+        "type": "frame",
+        "step": frame.step,
+        "block": frame.block,
+        "done": frame.done,
+        "prompt_length": ticket.state.prompt_length,
+        "samples": samples,
+        "timing": {
+            "forward_ms": round(frame.forward_s * 1000, 2),
+            "step_ms": round(frame.step_s * 1000, 2),
+            "elapsed_ms": round(frame.elapsed_s * 1000, 2),
+        },
+    }
+
+
+def results(ticket: Ticket, params: GenerateParameters, started: float) -> list[GenerateResponse]:
+    state = ticket.state
+    texts = decode(ticket.entry.tokenizer, state)
+    timings = Timings(
+        total_ms=round((time.perf_counter() - started) * 1000, 2),
+        forward_ms=round(ticket.forward_s * 1000, 2),
+        queue_ms=round(ticket.queue_s * 1000, 2),
+    )
+    out = []
+    for i, (text, reason, ids) in enumerate(zip(texts, state.finish_reasons(), state.output_ids())):
+        details = Details(
+            finish_reason=reason, steps=params.steps, nfe=state.nfe, seed=state.seed + i, generated_tokens=len(ids), timings=timings
+        )
+        out.append(GenerateResponse(generated_text=text, details=details if params.details else None))
+    return out

@@ -1,0 +1,66 @@
+"""The FastAPI application: `uvicorn services.api.main:create_app --factory` or `unmask serve`."""
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from diffusion_core.model import quiet_transformers
+
+from . import errors
+from .config import Settings
+from .engine import Engine
+from .metrics import Metrics
+from .registry import ModelRegistry
+from .routes import generate, health, openai
+
+log = logging.getLogger("unmask.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the model loads in the background once the server starts (see /ready)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        quiet_transformers()
+        metrics = Metrics()
+        registry = ModelRegistry(settings.model, settings.device)
+        engine = Engine(metrics, settings.max_concurrent_requests, settings.max_queue, settings.batching, settings.autocast)
+        app.state.settings, app.state.metrics, app.state.registry, app.state.engine = settings, metrics, registry, engine
+        engine.start()
+        loading = asyncio.create_task(asyncio.to_thread(_load, registry))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            engine.stop()
+
+    app = FastAPI(title="unmask", version="0.1.0", lifespan=lifespan, description="Text generation by masked-LM diffusion.")
+    errors.install(app)
+
+    @app.middleware("http")
+    async def limit_payload(request: Request, call_next):  # type: ignore[no-untyped-def]
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > settings.max_payload_bytes:
+            error = errors.ApiError(413, f"request body is larger than {settings.max_payload_bytes} bytes")
+            return JSONResponse(error.body(), status_code=413)
+        response = await call_next(request)
+        if response.status_code >= 400:
+            request.app.state.metrics.errors.labels(errors.TYPES.get(response.status_code, "internal_error")).inc()
+        return response
+
+    for router in (generate.router, openai.router, health.router):
+        app.include_router(router)
+    return app
+
+
+def _load(registry: ModelRegistry) -> None:
+    try:
+        registry.load()
+        log.info("serving %s (version %s)", registry.current.name if registry.current else "?", registry.current.version if registry.current else "?")
+    except Exception:
+        log.exception("model failed to load; /ready answers 503 with the reason")

@@ -1,0 +1,125 @@
+"""POST /generate, POST /generate_stream (SSE) and WS /ws/generate."""
+
+import asyncio
+import json
+import time
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+
+from ..deps import EngineDep, MetricsDep, RegistryDep, SettingsDep
+from ..engine import Ticket
+from ..errors import ApiError
+from ..generation import frame_message, resolve, results, submit
+from ..schemas import GenerateRequest, GenerateResponse
+
+router = APIRouter(tags=["generate"])
+DISCONNECT_POLL_S = 0.05
+
+
+async def wait_final(ticket: Ticket, request: Request) -> None:
+    """Wait for the last frame; a client that hangs up cancels its request within a step."""
+    final = asyncio.ensure_future(ticket.final())
+    try:
+        while not final.done():
+            await asyncio.wait({final}, timeout=DISCONNECT_POLL_S)
+            if not final.done() and await request.is_disconnected():
+                ticket.cancel()
+                final.cancel()
+                raise ApiError(499, "client disconnected")
+        final.result()
+    finally:
+        if not final.done():
+            ticket.cancel()
+
+
+@router.post("/generate", response_model=GenerateResponse | list[GenerateResponse], response_model_exclude_none=True)
+async def generate(
+    body: GenerateRequest, request: Request, settings: SettingsDep, registry: RegistryDep, engine: EngineDep, metrics: MetricsDep
+) -> GenerateResponse | list[GenerateResponse]:
+    """Denoise to the end and return the text (a list when num_samples > 1)."""
+    started = time.perf_counter()
+    entry = resolve(registry, body.parameters.model, "parameters.model")
+    ticket = submit(engine, entry, settings, body.inputs, body.parameters, stream=False)
+    await wait_final(ticket, request)
+    metrics.latency.labels("/generate").observe(time.perf_counter() - started)
+    out = results(ticket, body.parameters, started)
+    return out[0] if len(out) == 1 else out
+
+
+def sse(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data)}\n\n"
+
+
+@router.post("/generate_stream")
+async def generate_stream(
+    body: GenerateRequest, settings: SettingsDep, registry: RegistryDep, engine: EngineDep, metrics: MetricsDep
+) -> StreamingResponse:
+    """Server-Sent Events: one `frame` event per step, then a `done` event with the results."""
+    started = time.perf_counter()
+    entry = resolve(registry, body.parameters.model, "parameters.model")
+    ticket = submit(engine, entry, settings, body.inputs, body.parameters, stream=True)
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            async for frame in ticket.frames():
+                yield sse(frame_message(ticket, frame))
+            done = [r.model_dump(exclude_none=True) for r in results(ticket, body.parameters, started)]
+            metrics.latency.labels("/generate_stream").observe(time.perf_counter() - started)
+            yield sse({"type": "done", "results": done})
+        except Exception:
+            yield sse({"type": "error", "error": {"message": "internal error", "type": "internal_error", "param": None}})
+        finally:
+            ticket.cancel()
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.websocket("/ws/generate")
+async def ws_generate(
+    websocket: WebSocket, settings: SettingsDep, registry: RegistryDep, engine: EngineDep, metrics: MetricsDep
+) -> None:
+    """One request message in; `frame` messages, then `done` (or `error` and close 1008/1011) out."""
+    await websocket.accept()
+    started = time.perf_counter()
+    try:
+        raw = await websocket.receive_text()
+        if len(raw.encode()) > settings.max_payload_bytes:
+            raise ApiError(413, f"message is larger than {settings.max_payload_bytes} bytes")
+        body = GenerateRequest.model_validate_json(raw)
+        entry = resolve(registry, body.parameters.model, "parameters.model")
+        ticket = submit(engine, entry, settings, body.inputs, body.parameters, stream=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"])
+        await _close_with_error(websocket, ApiError(422, f"{param}: {first['msg']}" if param else first["msg"], param or None), metrics)
+        return
+    except ApiError as exc:
+        await _close_with_error(websocket, exc, metrics)
+        return
+    except WebSocketDisconnect:
+        return
+    try:
+        async for frame in ticket.frames():
+            await websocket.send_json(frame_message(ticket, frame))
+        done = [r.model_dump(exclude_none=True) for r in results(ticket, body.parameters, started)]
+        metrics.latency.labels("/ws/generate").observe(time.perf_counter() - started)
+        await websocket.send_json({"type": "done", "results": done})
+        await websocket.close()
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    except Exception:
+        await _close_with_error(websocket, ApiError(500, "internal error"), metrics, code=1011)
+    finally:
+        ticket.cancel()
+
+
+async def _close_with_error(websocket: WebSocket, error: ApiError, metrics: MetricsDep, code: int = 1008) -> None:
+    metrics.errors.labels(error.type).inc()
+    try:
+        await websocket.send_json({"type": "error", **error.body()})
+        await websocket.close(code=code)
+    except (WebSocketDisconnect, RuntimeError):
+        pass

@@ -1,0 +1,49 @@
+"""Liveness, readiness, service description and Prometheus metrics."""
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..deps import EngineDep, MetricsDep, RegistryDep, SettingsDep
+from ..errors import ApiError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The process is up (it may still be loading its model)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(registry: RegistryDep) -> dict[str, str]:
+    """200 once a model is loaded and serving; 503 before."""
+    if registry.current is None:
+        raise ApiError(503, f"model failed to load: {registry.error}" if registry.error else "model is loading")
+    return {"status": "ready", "model": registry.current.name, "version": registry.current.version}
+
+
+@router.get("/info")
+async def info(settings: SettingsDep, registry: RegistryDep, engine: EngineDep) -> dict[str, Any]:
+    """The model served and every limit this server enforces."""
+    entry = registry.current
+    limits = settings.model_dump(
+        include={"max_input_tokens", "max_new_tokens", "max_steps", "max_samples", "max_concurrent_requests", "max_queue", "max_payload_bytes"}
+    )
+    model = None
+    if entry is not None:
+        model = {"id": entry.name, "version": entry.version, "source": entry.source, "device": str(entry.device), "max_positions": entry.positions}
+    return {
+        "model": model,
+        "model_error": registry.error,
+        "limits": limits,
+        "batching": settings.batching,
+        "engine": {"active": len(engine.active), "waiting": len(engine.waiting), **vars(engine.stats)},
+    }
+
+
+@router.get("/metrics")
+async def metrics(m: MetricsDep) -> Response:
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,67 @@
+"""OpenAI-compatible /v1/completions and /v1/models."""
+
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from ..deps import EngineDep, MetricsDep, RegistryDep, SettingsDep
+from ..errors import ApiError
+from ..generation import resolve, results, submit
+from ..schemas import CompletionRequest
+from .generate import sse, wait_final
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+@router.get("/models")
+async def list_models(registry: RegistryDep) -> dict[str, Any]:
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "unmask"} for name in registry.names()]
+    return {"object": "list", "data": data}
+
+
+def _choice(index: int, text: str, reason: str) -> dict[str, Any]:
+    return {"text": text, "index": index, "logprobs": None, "finish_reason": "stop" if reason == "eos" else "length"}
+
+
+@router.post("/completions", response_model=None)
+async def completions(
+    body: CompletionRequest, request: Request, settings: SettingsDep, registry: RegistryDep, engine: EngineDep, metrics: MetricsDep
+) -> dict[str, Any] | StreamingResponse:
+    """Text completions. With stream=true, one chunk per prompt when it is finished, then [DONE]:
+    diffusion does not write left to right, so there are no earlier partial texts to send."""
+    started = time.perf_counter()
+    entry = resolve(registry, body.model)
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if not prompts or len(prompts) * body.n > settings.max_samples:
+        raise ApiError(422, f"between 1 and {settings.max_samples} completions per request (prompts x n)", "prompt")
+    params = body.parameters()
+    tickets = [submit(engine, entry, settings, p, params, stream=False) for p in prompts]
+    ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    head = {"id": ident, "object": "text_completion", "created": created, "model": entry.name}
+
+    async def choices() -> AsyncIterator[dict[str, Any]]:
+        for p, ticket in enumerate(tickets):
+            await wait_final(ticket, request)
+            for i, r in enumerate(results(ticket, params, started)):
+                yield _choice(p * body.n + i, r.generated_text, r.details.finish_reason if r.details else "length")
+
+    if body.stream:
+        async def stream() -> AsyncIterator[str]:
+            try:
+                async for choice in choices():
+                    yield sse({**head, "choices": [choice]})
+                yield "data: [DONE]\n\n"
+            finally:
+                for t in tickets:
+                    t.cancel()
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+    out = [c async for c in choices()]
+    metrics.latency.labels("/v1/completions").observe(time.perf_counter() - started)
+    prompt_tokens = sum(len(entry.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    completion_tokens = sum(len(ids) for t in tickets for ids in t.state.output_ids())
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+    return {**head, "choices": out, "usage": usage}

@@ -1,0 +1,125 @@
+"""Request and response bodies. Field names follow TGI (/generate) and OpenAI (/v1/completions)."""
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from diffusion_core.remasking import REMASKING
+from diffusion_core.sampling import SAMPLERS
+from diffusion_core.schedules import SCHEDULES
+
+
+def _one_of(table: dict, value: str, what: str) -> str:
+    if value not in table:
+        raise ValueError(f"unknown {what} {value!r}; choose one of: {', '.join(sorted(table))}")
+    return value
+
+
+class GenerateParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(64, ge=0, description="masks appended after the prompt")
+    steps: int = Field(16, ge=1, description="denoising steps (forward passes), at most")
+    schedule: str = Field("cosine", description="linear | cosine | exponential | loglinear")
+    sampling: str = Field("top_p", description="greedy | temperature | top_k | top_p")
+    temperature: float = Field(1.0, gt=0, le=100)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    remasking: str = Field("low_confidence", description="low_confidence | random | threshold")
+    threshold: float = Field(0.9, gt=0, le=1)
+    block_length: int = Field(0, ge=0, description="semi-autoregressive block size; 0: one block")
+    seed: int | None = Field(None, ge=0, lt=2**31)
+    num_samples: int = Field(1, ge=1)
+    forbid_eos: bool = False
+    details: bool = Field(True, description="include details in the response")
+    model: str | None = Field(None, description="model id; default: the current model")
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        return _one_of(SCHEDULES, v, "schedule")
+
+    @field_validator("sampling")
+    @classmethod
+    def _sampling(cls, v: str) -> str:
+        return _one_of(SAMPLERS, v, "sampling rule")
+
+    @field_validator("remasking")
+    @classmethod
+    def _remasking(cls, v: str) -> str:
+        return _one_of(REMASKING, v, "remasking rule")
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: str = Field(..., max_length=100_000, description="prompt; each <mask> is one token to fill in place")
+    parameters: GenerateParameters = Field(default_factory=GenerateParameters)
+
+
+class Timings(BaseModel):
+    total_ms: float
+    forward_ms: float
+    queue_ms: float
+
+
+class Details(BaseModel):
+    finish_reason: str  # "length" or "eos"
+    steps: int
+    nfe: int  # forward passes this request took part in
+    seed: int
+    generated_tokens: int
+    timings: Timings
+
+
+class GenerateResponse(BaseModel):
+    generated_text: str
+    details: Details | None = None
+
+
+class CompletionRequest(BaseModel):
+    """OpenAI's /v1/completions subset, plus unmask's denoising settings as extensions."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    prompt: str | list[str]
+    max_tokens: int = Field(16, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1)
+    stream: bool = False
+    seed: int | None = Field(None, ge=0, lt=2**31)
+    steps: int = Field(16, ge=1)
+    schedule: str = "cosine"
+    remasking: str = "low_confidence"
+    block_length: int = Field(0, ge=0)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        return _one_of(SCHEDULES, v, "schedule")
+
+    @field_validator("remasking")
+    @classmethod
+    def _remasking(cls, v: str) -> str:
+        return _one_of(REMASKING, v, "remasking rule")
+
+    def parameters(self) -> GenerateParameters:
+        sampling = "greedy" if self.temperature == 0 else ("top_p" if self.top_p < 1 else "temperature")
+        return GenerateParameters(
+            max_new_tokens=self.max_tokens,
+            steps=self.steps,
+            schedule=self.schedule,
+            sampling=sampling,
+            temperature=self.temperature or 1.0,
+            top_p=self.top_p,
+            remasking=self.remasking,
+            block_length=self.block_length,
+            seed=self.seed,
+            num_samples=self.n,
+        )
+
+
+def frame_message(step: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "frame", **step}
