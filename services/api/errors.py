@@ -29,11 +29,9 @@ class ApiError(Exception):
 
 
 def from_core(exc: ConfigError | InputError, prefix: str = "parameters") -> ApiError:
-    """A core validation error as a 422 naming the parameter its message starts with."""
-    message = str(exc)
-    first = message.split(" ", 1)[0]
-    param = "inputs" if isinstance(exc, InputError) else (f"{prefix}.{first}" if first.isidentifier() else prefix)
-    return ApiError(422, message, param)
+    """A core validation error as a 422 naming the parameter at fault."""
+    param = exc.param if exc.param in (None, "inputs") else f"{prefix}.{exc.param}"
+    return ApiError(422, str(exc), param)
 
 
 def _loc(loc: tuple) -> str:

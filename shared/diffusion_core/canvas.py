@@ -52,5 +52,5 @@ def build_canvas(
     tokens.extend([special.mask] * max_new_tokens)
     masked.extend([True] * max_new_tokens)
     if not any(masked):
-        raise InputError("nothing to generate: max_new_tokens is 0 and the text has no <mask> placeholder")
+        raise InputError("nothing to generate: max_new_tokens is 0 and the text has no <mask> placeholder", "max_new_tokens")
     return Canvas(tokens=tokens, masked=masked)

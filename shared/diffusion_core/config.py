@@ -26,9 +26,9 @@ class GenerationConfig:
     forbid_eos: bool = False  # never end early at an end-of-text token
 
     def __post_init__(self) -> None:
-        lookup(SCHEDULES, self.schedule, "schedule")
-        lookup(SAMPLERS, self.sampling, "sampling rule")
-        lookup(REMASKING, self.remasking, "remasking rule")
+        lookup(SCHEDULES, self.schedule, "schedule", "schedule")
+        lookup(SAMPLERS, self.sampling, "sampling rule", "sampling")
+        lookup(REMASKING, self.remasking, "remasking rule", "remasking")
         _check(self.max_new_tokens >= 0, "max_new_tokens", "must be 0 or more")
         _check(self.steps >= 1, "steps", "must be at least 1")
         _check(self.temperature > 0, "temperature", "must be greater than 0")
@@ -43,4 +43,4 @@ class GenerationConfig:
 
 def _check(ok: bool, field: str, message: str) -> None:
     if not ok:
-        raise ConfigError(f"{field} {message}")
+        raise ConfigError(f"{field} {message}", field)

@@ -96,7 +96,7 @@ class Denoiser:
         if len(self.tokens[0]) > self.window:
             for block in plan:
                 if int(block.positions[-1]) - int(block.positions[0]) + 2 > self.window:
-                    raise ConfigError(f"block_length {size} does not fit the model's {self.window} positions")
+                    raise ConfigError(f"block_length {size} does not fit the model's {self.window} positions", "block_length")
         return plan
 
     def _start_block(self) -> None:
@@ -229,11 +229,12 @@ def create_denoiser(
     window = max_positions(model, tokenizer)
     canvas = build_canvas(tokenizer, special, text, config.max_new_tokens)
     if canvas.prompt_length > window - 1:
-        raise InputError(f"prompt is {canvas.prompt_length - 1} tokens; this model allows at most {window - 2}")
+        raise InputError(f"prompt is {canvas.prompt_length - 1} tokens; this model allows at most {window - 2}", "inputs")
     if len(canvas.tokens) > window and not config.block_length:
         raise ConfigError(
             f"prompt + max_new_tokens is {len(canvas.tokens)} tokens but the model holds {window}; "
-            "set block_length to generate past it"
+            "set block_length to generate past it",
+            "max_new_tokens",
         )
     banned = [i for i in tokenizer.all_special_ids if i != special.end]
     return Denoiser(canvas, config, special, window, banned)

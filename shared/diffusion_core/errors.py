@@ -2,7 +2,14 @@
 
 
 class UnmaskError(Exception):
-    """Base class: anything a caller should show as a one-line error, never as a traceback."""
+    """Base class: anything a caller should show as a one-line error, never as a traceback.
+
+    `param` names the option or input at fault, when there is one, so a service can point at it.
+    """
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class ConfigError(UnmaskError, ValueError):

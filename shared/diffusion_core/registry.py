@@ -7,10 +7,10 @@ from .errors import ConfigError
 F = TypeVar("F", bound=Callable)
 
 
-def lookup(table: dict[str, F], name: str, what: str) -> F:
+def lookup(table: dict[str, F], name: str, what: str, param: str | None = None) -> F:
     """Return table[name]; an unknown name raises ConfigError listing the known ones."""
     try:
         return table[name]
     except KeyError:
         known = ", ".join(sorted(table))
-        raise ConfigError(f"unknown {what} {name!r}; choose one of: {known}") from None
+        raise ConfigError(f"unknown {what} {name!r}; choose one of: {known}", param) from None

@@ -1,0 +1,127 @@
+import pytest
+
+GEN = {"max_new_tokens": 8, "steps": 4, "seed": 1, "forbid_eos": True}
+
+
+def test_generate_returns_text_and_details(client):
+    r = client.post("/generate", json={"inputs": "the quick", "parameters": GEN})
+    assert r.status_code == 200
+    body = r.json()
+    assert isinstance(body["generated_text"], str)
+    d = body["details"]
+    assert d["seed"] == 1 and d["nfe"] == 4 and d["steps"] == 4 and d["generated_tokens"] == 8
+    assert d["finish_reason"] == "length" and d["timings"]["total_ms"] >= d["timings"]["forward_ms"] > 0
+
+
+def test_same_seed_same_text_and_samples_come_as_a_list(client):
+    a = client.post("/generate", json={"inputs": "a journey", "parameters": {**GEN, "sampling": "temperature"}}).json()
+    b = client.post("/generate", json={"inputs": "a journey", "parameters": {**GEN, "sampling": "temperature"}}).json()
+    assert a["generated_text"] == b["generated_text"]
+    many = client.post("/generate", json={"inputs": "a journey", "parameters": {**GEN, "sampling": "temperature", "num_samples": 3}})
+    texts = [x["generated_text"] for x in many.json()]
+    assert len(texts) == 3 and texts[0] == a["generated_text"]
+    assert [x["details"]["seed"] for x in many.json()] == [1, 2, 3]
+
+
+def test_infilling_keeps_the_text_around_the_masks(client):
+    r = client.post("/generate", json={"inputs": "the quick <mask><mask> fox", "parameters": {"max_new_tokens": 0, "steps": 2, "seed": 0}})
+    text = r.json()["generated_text"]
+    assert text.startswith("the quick") and text.endswith(" fox")
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"parameters": GEN}, "inputs"),
+        ({"inputs": 5}, "inputs"),
+        ({"inputs": "x", "parameters": {"steps": 0}}, "parameters.steps"),
+        ({"inputs": "x", "parameters": {"schedule": "quadratic"}}, "parameters.schedule"),
+        ({"inputs": "x", "parameters": {"sampling": "beam"}}, "parameters.sampling"),
+        ({"inputs": "x", "parameters": {"remasking": "oracle"}}, "parameters.remasking"),
+        ({"inputs": "x", "parameters": {"top_p": 2}}, "parameters.top_p"),
+        ({"inputs": "x", "parameters": {"temperature": -1}}, "parameters.temperature"),
+        ({"inputs": "x", "parameters": {"bogus": 1}}, "parameters.bogus"),
+        ({"inputs": "x", "parameters": {"max_new_tokens": 513}}, "parameters.max_new_tokens"),
+        ({"inputs": "x", "parameters": {"steps": 257}}, "parameters.steps"),
+        ({"inputs": "x", "parameters": {"num_samples": 9}}, "parameters.num_samples"),
+        ({"inputs": "x", "parameters": {"max_new_tokens": 100}}, "parameters.max_new_tokens"),
+        ({"inputs": "x", "parameters": {"sampling": "top_k"}}, "parameters.top_k"),
+        ({"inputs": "the quick brown fox " * 80, "parameters": GEN}, "inputs"),
+    ],
+)
+def test_every_validation_error_names_its_field(client, body, param):
+    r = client.post("/generate", json=body)
+    assert r.status_code == 422
+    error = r.json()["error"]
+    assert error["type"] == "validation_error" and error["param"] == param, error
+    assert "Traceback" not in r.text
+
+
+def test_unknown_model_is_404_and_too_large_is_413(client):
+    r = client.post("/generate", json={"inputs": "x", "parameters": {**GEN, "model": "gpt-9"}})
+    assert r.status_code == 404 and r.json()["error"] == {
+        "message": "unknown model 'gpt-9'; available: tiny", "type": "not_found", "param": "parameters.model"
+    }
+    r = client.post("/generate", content=b"{" + b" " * 70_000 + b"}", headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["type"] == "payload_too_large"
+    assert client.get("/nope").json()["error"]["type"] == "not_found"
+
+
+def test_not_ready_is_503_with_the_reason(make_client, tmp_path):
+    with make_client(model=str(tmp_path / "missing")) as client:
+        import time
+
+        for _ in range(100):
+            if client.get("/info").json()["model_error"]:
+                break
+            time.sleep(0.05)
+        r = client.get("/ready")
+        assert r.status_code == 503 and "no such checkpoint directory" in r.json()["error"]["message"]
+        assert client.post("/generate", json={"inputs": "x"}).status_code == 503
+        assert client.get("/health").status_code == 200
+
+
+def test_info_lists_model_and_limits_and_metrics_count_work(client):
+    client.post("/generate", json={"inputs": "the", "parameters": GEN})
+    info = client.get("/info").json()
+    assert info["model"]["id"] == "tiny" and len(info["model"]["version"]) == 12
+    assert info["limits"]["max_new_tokens"] == 512 and info["limits"]["max_concurrent_requests"] == 16
+    text = client.get("/metrics").text
+    assert 'unmask_request_seconds_count{route="/generate"} 1.0' in text
+    assert "unmask_denoising_steps_total 4.0" in text
+    assert "unmask_generated_tokens_total 8.0" in text
+
+
+def test_openai_completions_and_models(client):
+    models = client.get("/v1/models").json()
+    assert models["data"][0]["id"] == "tiny"
+    r = client.post("/v1/completions", json={"model": "tiny", "prompt": ["the", "a"], "max_tokens": 5, "n": 2, "seed": 3, "steps": 3})
+    body = r.json()
+    assert body["object"] == "text_completion" and [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
+    assert body["usage"]["completion_tokens"] <= 20
+    stream = client.post("/v1/completions", json={"prompt": "the", "max_tokens": 5, "stream": True, "steps": 2})
+    lines = [l for l in stream.text.splitlines() if l.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]" and '"text_completion"' in lines[0]
+    assert client.post("/v1/completions", json={"prompt": "x", "model": "nope"}).status_code == 404
+
+
+def test_api_key_dependency_compares_bearer_keys(tiny_checkpoint):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from services.api import errors
+    from services.api.config import Settings
+    from services.api.deps import ApiKeyDep
+
+    app = FastAPI()
+    errors.install(app)
+    app.state.settings = Settings(api_key="k" * 32)
+
+    @app.post("/write", dependencies=[ApiKeyDep])
+    def write() -> dict:
+        return {"ok": True}
+
+    c = TestClient(app)
+    assert c.post("/write").status_code == 401
+    assert c.post("/write", headers={"Authorization": "Bearer wrong"}).json()["error"]["type"] == "authentication_error"
+    assert c.post("/write", headers={"Authorization": "Bearer " + "k" * 32}).json() == {"ok": True}

@@ -1,0 +1,128 @@
+import asyncio
+import json
+import threading
+import time
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+GEN = {"max_new_tokens": 8, "steps": 4, "seed": 1, "forbid_eos": True}
+
+
+def _ws(base: str) -> str:
+    return base.replace("http://", "ws://") + "/ws/generate"
+
+
+def test_sse_sends_a_frame_per_step_then_the_result(server):
+    with server() as (base, _):
+        with httpx.stream("POST", base + "/generate_stream", json={"inputs": "the quick", "parameters": GEN}, timeout=30) as r:
+            events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+        solo = httpx.post(base + "/generate", json={"inputs": "the quick", "parameters": GEN}, timeout=30).json()
+    frames = [e for e in events if e["type"] == "frame"]
+    assert [f["step"] for f in frames] == [1, 2, 3, 4] and frames[-1]["done"]
+    masked = [sum(f["samples"][0]["masked"]) for f in frames]
+    assert masked == sorted(masked, reverse=True) and masked[-1] == 0
+    assert events[-1]["type"] == "done" and events[-1]["results"][0]["generated_text"] == solo["generated_text"]
+
+
+def test_websocket_streams_frames_with_pieces_and_ends_with_done(server):
+    with server() as (base, _):
+        with connect(_ws(base)) as ws:
+            ws.send(json.dumps({"inputs": "the quick", "parameters": GEN}))
+            messages = []
+            while True:
+                messages.append(json.loads(ws.recv(timeout=30)))
+                if messages[-1]["type"] != "frame":
+                    break
+    frames, done = messages[:-1], messages[-1]
+    assert len(frames) == 4 and done["type"] == "done"
+    first = frames[0]
+    sample = first["samples"][0]
+    assert first["prompt_length"] == 3 and "".join(sample["tokens"][:3]) == "the quick"
+    assert len(sample["tokens"]) == len(sample["masked"]) == len(sample["confidence"]) == 11
+    assert sum(sample["revealed"]) >= 1
+    revealed_conf = [c for c, r in zip(sample["confidence"], sample["revealed"]) if r]
+    assert all(0 < c <= 1 for c in revealed_conf)
+    assert first["timing"]["forward_ms"] > 0
+
+
+def test_websocket_invalid_request_gets_error_then_policy_close(server):
+    with server() as (base, _):
+        with connect(_ws(base)) as ws:
+            ws.send(json.dumps({"inputs": "x", "parameters": {"steps": 0}}))
+            message = json.loads(ws.recv(timeout=10))
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+    assert message["type"] == "error" and message["error"]["param"] == "parameters.steps"
+    assert closed.value.rcvd.code == 1008
+
+
+def test_concurrent_requests_share_forward_passes_and_match_their_solo_runs(server):
+    params = {"max_new_tokens": 40, "steps": 40, "sampling": "temperature", "forbid_eos": True}
+    with server() as (base, app):
+        solo = {s: httpx.post(base + "/generate", json={"inputs": "the", "parameters": {**params, "seed": s}}, timeout=60).json()
+                for s in range(4)}
+        before = app.state.engine.stats.shared_passes
+        together: dict[int, dict] = {}
+
+        def call(seed: int) -> None:
+            together[seed] = httpx.post(base + "/generate", json={"inputs": "the", "parameters": {**params, "seed": seed}}, timeout=60).json()
+
+        threads = [threading.Thread(target=call, args=(s,)) for s in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        shared = app.state.engine.stats.shared_passes - before
+    assert shared > 0, "concurrent requests were never batched"
+    for seed in range(4):
+        assert together[seed]["generated_text"] == solo[seed]["generated_text"]
+
+
+def test_full_server_answers_429_and_a_hung_up_client_frees_its_slot(server):
+    with server(max_concurrent_requests=1, max_queue=0) as (base, app):
+        with connect(_ws(base)) as ws:
+            ws.send(json.dumps({"inputs": "the", "parameters": {"max_new_tokens": 60, "steps": 256, "forbid_eos": True}}))
+            json.loads(ws.recv(timeout=30))  # running: the only slot is taken
+            r = httpx.post(base + "/generate", json={"inputs": "the", "parameters": GEN}, timeout=30)
+            assert r.status_code == 429 and r.headers["retry-after"] == "1"
+            assert r.json()["error"]["type"] == "overloaded"
+        deadline = time.monotonic() + 5
+        while app.state.engine.load and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert app.state.engine.load == 0
+        assert httpx.post(base + "/generate", json={"inputs": "the", "parameters": GEN}, timeout=30).status_code == 200
+
+
+def test_http_client_that_hangs_up_is_cancelled(server):
+    with server(max_concurrent_requests=1, max_queue=0) as (base, app):
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(base + "/generate", json={"inputs": "the", "parameters": {"max_new_tokens": 60, "steps": 256, "forbid_eos": True}}, timeout=0.3)
+        deadline = time.monotonic() + 5
+        while app.state.engine.load and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert app.state.engine.load == 0
+
+
+def test_slow_reader_gets_coalesced_frames_but_always_the_last(tiny_model, tokenizer):
+    from diffusion_core import GenerationConfig, create_denoiser
+    from services.api.engine import STREAM_BUFFER, Ticket
+    from services.api.metrics import Metrics
+
+    async def scenario() -> tuple[list[int], int, int]:
+        state = create_denoiser(tiny_model, tokenizer, "the", GenerationConfig(max_new_tokens=12, steps=12, seed=0, forbid_eos=True))
+        metrics = Metrics()
+        ticket = Ticket(state, None, asyncio.get_running_loop(), True, metrics)  # type: ignore[arg-type]
+        from diffusion_core.denoise import run
+
+        for frame in run(tiny_model, state):
+            ticket.deliver(frame)
+        await asyncio.sleep(0.05)
+        steps = [f.step async for f in ticket.frames()]
+        return steps, ticket.dropped, int(metrics.frames_dropped._value.get())
+
+    steps, dropped, counted = asyncio.run(scenario())
+    assert steps[-1] == 12 and len(steps) == STREAM_BUFFER
+    assert dropped == counted == 12 - STREAM_BUFFER
