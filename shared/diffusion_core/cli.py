@@ -1,8 +1,13 @@
-"""The `unmask` command line. Errors print one line and exit with status 2."""
+"""The `unmask` command line. Errors print one line and exit with status 2.
+
+Services add their own subcommands (serve, worker, up) through the `unmask.commands` entry
+point group, so the core never imports them.
+"""
 
 import argparse
 import json
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -108,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", default=None, help="where to write {diffusion,ar}/ (default: models/starter)")
     s.add_argument("--diffusion-minutes", type=float, default=75.0)
     s.add_argument("--ar-minutes", type=float, default=12.0)
+    for plugin in entry_points(group="unmask.commands"):
+        COMMANDS.update(plugin.load()(sub))
     return parser
 
 

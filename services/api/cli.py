@@ -1,0 +1,44 @@
+"""`unmask serve`: the API under uvicorn. Registered into the `unmask` command by entry point."""
+
+import argparse
+import os
+import socket
+
+from diffusion_core.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> dict:
+    p = sub.add_parser("serve", help="serve the HTTP / WebSocket API (settings: UNMASK_* variables)")
+    p.add_argument("--host", default=os.environ.get("UNMASK_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("UNMASK_PORT", "8000")))
+    p.add_argument("--model", default=None, help="checkpoint directory or hub id (overrides UNMASK_MODEL)")
+    return {"serve": serve}
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise ConfigError(f"port {port} on {host} is busy; set --port or UNMASK_PORT", "port") from None
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from .config import Settings
+    from .main import create_app
+
+    if args.model:
+        os.environ["UNMASK_MODEL"] = args.model
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"UNMASK_{str(first['loc'][0]).upper()}: {first['msg']}") from None
+    _check_port(args.host, args.port)
+    print(f"unmask API on http://{args.host}:{args.port} (docs at /docs)", flush=True)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, ws="websockets-sansio", log_level="info")
+    return 0
