@@ -13,10 +13,9 @@ import argparse
 import time
 
 import torch
-from transformers import RobertaConfig, RobertaForMaskedLM
-
 from diffusion_core import Canvas, Denoiser, GenerationConfig, run
 from diffusion_core.model import SpecialTokens
+from transformers import RobertaConfig, RobertaForMaskedLM
 
 SPECIAL = SpecialTokens(start=0, end=2, mask=4, pad=1)
 SIZES = {"small 4x256 8k": (4, 256, 4, 8000), "base 12x768 50k": (12, 768, 12, 50265)}
@@ -25,8 +24,13 @@ SIZES = {"small 4x256 8k": (4, 256, 4, 8000), "base 12x768 50k": (12, 768, 12, 5
 def make_model(layers: int, width: int, heads: int, vocab: int) -> RobertaForMaskedLM:
     torch.manual_seed(0)
     config = RobertaConfig(
-        vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=4 * width, max_position_embeddings=514, pad_token_id=1,
+        vocab_size=vocab,
+        hidden_size=width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * width,
+        max_position_embeddings=514,
+        pad_token_id=1,
     )
     return RobertaForMaskedLM(config).eval()
 
@@ -34,8 +38,12 @@ def make_model(layers: int, width: int, heads: int, vocab: int) -> RobertaForMas
 def make_state(vocab: int, length: int, prompt: int, batch: int, steps: int, **kw) -> Denoiser:
     g = torch.Generator().manual_seed(0)
     ids = [SPECIAL.start] + torch.randint(10, vocab, (prompt - 1,), generator=g).tolist()
-    canvas = Canvas(tokens=ids + [SPECIAL.mask] * (length - prompt), masked=[False] * prompt + [True] * (length - prompt))
-    config = GenerationConfig(max_new_tokens=length - prompt, steps=steps, num_samples=batch, seed=0, forbid_eos=True, **kw)
+    canvas = Canvas(
+        tokens=ids + [SPECIAL.mask] * (length - prompt), masked=[False] * prompt + [True] * (length - prompt)
+    )
+    config = GenerationConfig(
+        max_new_tokens=length - prompt, steps=steps, num_samples=batch, seed=0, forbid_eos=True, **kw
+    )
     return Denoiser(canvas, config, SPECIAL, window=512, banned_ids=[0, 1, 3, 4])
 
 
@@ -96,8 +104,13 @@ def main() -> None:
     args = parser.parse_args()
     sizes = {k: v for k, v in SIZES.items() if not args.quick or k.startswith("small")}
     length, prompt, steps = args.length, 16, args.steps
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, T={length}, {steps} steps, top_p=0.9 sampling")
-    print(f"{'model':<17}{'B':>3}{'forward s':>11}{'unmask s':>10}{'outside fwd':>13}{'seed loop s':>13}{'speedup':>9}{'bf16 s':>8}{'thr NFE':>9}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, T={length}, {steps} steps, top_p=0.9 sampling"
+    )
+    print(
+        f"{'model':<17}{'B':>3}{'forward s':>11}{'unmask s':>10}{'outside fwd':>13}"
+        f"{'seed loop s':>13}{'speedup':>9}{'bf16 s':>8}{'thr NFE':>9}"
+    )
     for name, (layers, width, heads, vocab) in sizes.items():
         model = make_model(layers, width, heads, vocab)
         for batch in (1, 8):

@@ -27,7 +27,9 @@ PARAMS = {"max_new_tokens": 64, "steps": 16, "forbid_eos": True}
 
 def start(model: str, batching: bool) -> tuple[uvicorn.Server, str]:
     settings = Settings(model=model, batching=batching, max_concurrent_requests=16, max_queue=64)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio")
+    )
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
@@ -39,7 +41,11 @@ def start(model: str, batching: bool) -> tuple[uvicorn.Server, str]:
 
 def one(base: str, seed: int) -> float:
     t0 = time.perf_counter()
-    r = httpx.post(base + "/generate", json={"inputs": "It was a fine morning, and", "parameters": {**PARAMS, "seed": seed}}, timeout=600)
+    r = httpx.post(
+        base + "/generate",
+        json={"inputs": "It was a fine morning, and", "parameters": {**PARAMS, "seed": seed}},
+        timeout=600,
+    )
     r.raise_for_status()
     return time.perf_counter() - t0
 
@@ -90,8 +96,10 @@ def main() -> None:
     print(f"throughput at 16, batching on / off: {table[True, 16][0] / table[False, 16][0]:.2f}x (target >= 1.8x)")
     print(f"p95 at 16 (batching on) / single-request p50: {table[True, 16][2] / single:.2f}x (target <= 2.5x)")
     first, forward = min(ttff)
-    print(f"time to first WS frame: {first * 1000:.0f} ms; its forward pass {forward * 1000:.0f} ms; "
-          f"overhead {(first - forward) * 1000:.0f} ms (target <= 20 ms)")
+    print(
+        f"time to first WS frame: {first * 1000:.0f} ms; its forward pass {forward * 1000:.0f} ms; "
+        f"overhead {(first - forward) * 1000:.0f} ms (target <= 20 ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -2,9 +2,8 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForMaskedLM
-
 from diffusion_core import CheckpointError, TokenizerError, checkpoint
+from transformers import AutoModelForMaskedLM
 
 
 def test_checkpoint_loads_with_plain_transformers(tiny_checkpoint, tiny_model):

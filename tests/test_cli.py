@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import pytest
-
 from diffusion_core.cli import main
 
 
@@ -14,14 +13,39 @@ def _run(capsys, *argv):
 
 
 def test_generate_prints_the_continuation(capsys, tiny_checkpoint):
-    code, out, _ = _run(capsys, "generate", "the quick", "--model", tiny_checkpoint, "--max-new-tokens", 8, "--steps", 4, "--seed", 1, "--json")
+    code, out, _ = _run(
+        capsys,
+        "generate",
+        "the quick",
+        "--model",
+        tiny_checkpoint,
+        "--max-new-tokens",
+        8,
+        "--steps",
+        4,
+        "--seed",
+        1,
+        "--json",
+    )
     result = json.loads(out)
     assert code == 0 and result["seed"] == 1 and result["nfe"] <= 4 and len(result["texts"]) == 1
 
 
 def test_show_steps_prints_one_line_per_step_with_masks_shrinking(capsys, tiny_checkpoint):
     code, out, _ = _run(
-        capsys, "generate", "the quick", "--model", tiny_checkpoint, "--max-new-tokens", 8, "--steps", 4, "--seed", 1, "--show-steps", "--forbid-eos"
+        capsys,
+        "generate",
+        "the quick",
+        "--model",
+        tiny_checkpoint,
+        "--max-new-tokens",
+        8,
+        "--steps",
+        4,
+        "--seed",
+        1,
+        "--show-steps",
+        "--forbid-eos",
     )
     steps = [line for line in out.splitlines() if line.startswith("[")]
     assert code == 0 and len(steps) == 4
@@ -53,7 +77,9 @@ def test_tampered_checkpoint_fails_without_traceback(tiny_checkpoint, tmp_path):
     shutil.copytree(tiny_checkpoint, copy)
     (copy / "config.json").write_text((copy / "config.json").read_text().replace("64", "65", 1))
     result = subprocess.run(
-        [sys.executable, "-m", "diffusion_core.cli", "generate", "hi", "--model", str(copy)], capture_output=True, text=True
+        [sys.executable, "-m", "diffusion_core.cli", "generate", "hi", "--model", str(copy)],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from diffusion_core import ConfigError, GenerationConfig, InputError, create_denoiser, denoise, generate
 from diffusion_core.model import SpecialTokens
 from diffusion_core.schedules import masked_after
@@ -30,37 +29,67 @@ def test_same_seed_same_text_other_seed_other_text(tiny_model, tokenizer):
 
 
 def test_num_samples_run_as_one_batch_each_with_its_own_seed(tiny_model, tokenizer):
-    config = GenerationConfig(max_new_tokens=10, steps=5, seed=3, num_samples=4, sampling="temperature", forbid_eos=True)
+    config = GenerationConfig(
+        max_new_tokens=10, steps=5, seed=3, num_samples=4, sampling="temperature", forbid_eos=True
+    )
     out = generate(tiny_model, tokenizer, "a journey", config, keep_frames=True)
     assert len(out.texts) == 4 and out.nfe == 5
     assert out.frames[0].tokens.shape[0] == 4
     assert len(set(out.texts)) > 1
-    solo = generate(tiny_model, tokenizer, "a journey", GenerationConfig(**{**vars(config), "num_samples": 1, "seed": 5}))
+    solo = generate(
+        tiny_model, tokenizer, "a journey", GenerationConfig(**{**vars(config), "num_samples": 1, "seed": 5})
+    )
     assert solo.texts[0] == out.texts[2], "sample i uses seed + i, whatever it is batched with"
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "exponential", "loglinear"])
 def test_reveal_counts_follow_the_schedule(tiny_model, tokenizer, schedule):
-    frames = _frames(tiny_model, tokenizer, "the", max_new_tokens=20, steps=5, schedule=schedule, seed=0, forbid_eos=True)
+    frames = _frames(
+        tiny_model, tokenizer, "the", max_new_tokens=20, steps=5, schedule=schedule, seed=0, forbid_eos=True
+    )
     remaining = [int(f.masked.sum()) for f in frames]
     assert remaining == [int(masked_after(schedule, s, 5, torch.tensor([20]))) for s in range(1, 6)]
 
 
 def test_threshold_reveals_at_least_one_per_step_and_can_finish_early(tiny_model, tokenizer):
-    frames = _frames(tiny_model, tokenizer, "the", max_new_tokens=8, steps=8, remasking="threshold", threshold=1.0, seed=0, forbid_eos=True)
+    frames = _frames(
+        tiny_model,
+        tokenizer,
+        "the",
+        max_new_tokens=8,
+        steps=8,
+        remasking="threshold",
+        threshold=1.0,
+        seed=0,
+        forbid_eos=True,
+    )
     assert all(f.revealed.sum() >= 1 for f in frames)
-    loose = _frames(tiny_model, tokenizer, "the", max_new_tokens=8, steps=8, remasking="threshold", threshold=1e-9, seed=0, forbid_eos=True)
+    loose = _frames(
+        tiny_model,
+        tokenizer,
+        "the",
+        max_new_tokens=8,
+        steps=8,
+        remasking="threshold",
+        threshold=1e-9,
+        seed=0,
+        forbid_eos=True,
+    )
     assert len(loose) == 1
 
 
 def test_infilling_keeps_prefix_and_suffix(tiny_model, tokenizer):
-    out = generate(tiny_model, tokenizer, "the quick <mask><mask> fox jumps", GenerationConfig(max_new_tokens=0, steps=2, seed=0))
+    out = generate(
+        tiny_model, tokenizer, "the quick <mask><mask> fox jumps", GenerationConfig(max_new_tokens=0, steps=2, seed=0)
+    )
     text = out.texts[0]
     assert text.startswith("the quick") and text.endswith(" fox jumps")
 
 
 def test_blocks_slide_past_the_position_limit(tiny_model, tokenizer):
-    frames = _frames(tiny_model, tokenizer, "the", max_new_tokens=100, steps=10, block_length=16, seed=0, forbid_eos=True)
+    frames = _frames(
+        tiny_model, tokenizer, "the", max_new_tokens=100, steps=10, block_length=16, seed=0, forbid_eos=True
+    )
     assert frames[-1].tokens.shape[1] > 64
     assert not frames[-1].masked.any()
     blocks = [f.block for f in frames]
@@ -79,7 +108,9 @@ def test_prompt_longer_than_the_model_is_refused(tiny_model, tokenizer):
 
 def test_generation_stops_at_the_first_committed_end_token(tiny_model, tokenizer):
     special = SpecialTokens.of(tokenizer)
-    state = create_denoiser(tiny_model, tokenizer, "the", GenerationConfig(max_new_tokens=10, steps=10, seed=0, sampling="greedy"))
+    state = create_denoiser(
+        tiny_model, tokenizer, "the", GenerationConfig(max_new_tokens=10, steps=10, seed=0, sampling="greedy")
+    )
     vocab = tiny_model.config.vocab_size
     step = state.request()
     logits = torch.zeros(step.rows.numel(), vocab)

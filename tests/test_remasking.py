@@ -1,5 +1,4 @@
 import torch
-
 from diffusion_core.remasking import keep_mask
 
 

@@ -1,13 +1,14 @@
 import torch
+from diffusion_core.sampling import SamplingParams, sample
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from diffusion_core.sampling import SamplingParams, sample
 
 
 def test_greedy_is_argmax():
     logits = torch.randn(20, 50)
-    assert torch.equal(sample("greedy", logits, torch.rand(20, dtype=torch.float64), SamplingParams()), logits.argmax(-1))
+    assert torch.equal(
+        sample("greedy", logits, torch.rand(20, dtype=torch.float64), SamplingParams()), logits.argmax(-1)
+    )
 
 
 @settings(max_examples=40, deadline=None)

@@ -10,11 +10,10 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 import torch
-
 from diffusion_core import Denoiser, Frame
 from diffusion_core.model import masked_logits
 
@@ -39,7 +38,9 @@ class EngineStats:
 class Ticket:
     """One request in the engine; the event loop reads its frames, the engine thread writes them."""
 
-    def __init__(self, state: Denoiser, entry: ModelEntry, loop: asyncio.AbstractEventLoop, stream: bool, metrics: Metrics):
+    def __init__(
+        self, state: Denoiser, entry: ModelEntry, loop: asyncio.AbstractEventLoop, stream: bool, metrics: Metrics
+    ):
         self.state, self.entry, self.loop, self.stream, self.metrics = state, entry, loop, stream, metrics
         self.queue: asyncio.Queue[Frame | BaseException] = asyncio.Queue(maxsize=STREAM_BUFFER)
         self.cancelled = threading.Event()
@@ -86,7 +87,9 @@ class Ticket:
 
 
 class Engine:
-    def __init__(self, metrics: Metrics, max_active: int, max_queue: int, batching: bool = True, autocast: bool = False):
+    def __init__(
+        self, metrics: Metrics, max_active: int, max_queue: int, batching: bool = True, autocast: bool = False
+    ):
         self.metrics = metrics
         self.max_active = max_active if batching else 1
         self.capacity = max_active + max_queue
@@ -159,8 +162,12 @@ class Engine:
         inputs = [t.state.request() for t in batch]
         width = max(i.input_ids.shape[1] for i in inputs)
         pad = batch[0].state.special.pad
-        ids = torch.cat([torch.nn.functional.pad(i.input_ids, (0, width - i.input_ids.shape[1]), value=pad) for i in inputs])
-        attention = torch.cat([torch.nn.functional.pad(i.attention_mask, (0, width - i.attention_mask.shape[1])) for i in inputs])
+        ids = torch.cat(
+            [torch.nn.functional.pad(i.input_ids, (0, width - i.input_ids.shape[1]), value=pad) for i in inputs]
+        )
+        attention = torch.cat(
+            [torch.nn.functional.pad(i.attention_mask, (0, width - i.attention_mask.shape[1])) for i in inputs]
+        )
         offsets = torch.tensor([0] + [i.input_ids.shape[0] for i in inputs]).cumsum(0)
         rows = torch.cat([i.rows + offsets[n] for n, i in enumerate(inputs)])
         cols = torch.cat([i.cols for i in inputs])

@@ -2,17 +2,24 @@
 
 import logging
 
+from diffusion_core import ConfigError, InputError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from diffusion_core import ConfigError, InputError
-
 log = logging.getLogger("unmask.api")
 
-TYPES = {400: "invalid_request", 401: "authentication_error", 404: "not_found", 405: "invalid_request",
-         413: "payload_too_large", 422: "validation_error", 429: "overloaded", 503: "not_ready"}
+TYPES = {
+    400: "invalid_request",
+    401: "authentication_error",
+    404: "not_found",
+    405: "invalid_request",
+    413: "payload_too_large",
+    422: "validation_error",
+    429: "overloaded",
+    503: "not_ready",
+}
 
 
 class ApiError(Exception):
@@ -47,7 +54,7 @@ def install(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = _loc(tuple(first.get("loc", ())))
-        message = f"{param}: {first['msg']}" if param else first["msg"]
+        message = f"{param}: {first['msg']}" if param else str(first["msg"])
         return JSONResponse(ApiError(422, message, param or None).body(), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -57,4 +64,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": {"message": "internal error", "type": "internal_error", "param": None}}, status_code=500)
+        return JSONResponse(
+            {"error": {"message": "internal error", "type": "internal_error", "param": None}}, status_code=500
+        )

@@ -40,7 +40,9 @@ def submit(
     check_limits(settings, params)
     prompt_tokens = len(entry.tokenizer(inputs, add_special_tokens=False)["input_ids"])
     if prompt_tokens > settings.max_input_tokens:
-        raise ApiError(422, f"inputs is {prompt_tokens} tokens; this server accepts at most {settings.max_input_tokens}", "inputs")
+        raise ApiError(
+            422, f"inputs is {prompt_tokens} tokens; this server accepts at most {settings.max_input_tokens}", "inputs"
+        )
     fields = params.model_dump(exclude={"details", "model"})
     try:
         state = create_denoiser(entry.model, entry.tokenizer, inputs, GenerationConfig(**fields))
@@ -59,12 +61,14 @@ def frame_message(ticket: Ticket, frame: Frame) -> dict[str, Any]:
     for row in range(frame.tokens.shape[0]):
         keep = live[row]
         conf = frame.confidence[row][keep].tolist()
-        samples.append({
-            "tokens": ticket.entry.pieces(frame.tokens[row][keep].tolist()),
-            "masked": frame.masked[row][keep].tolist(),
-            "revealed": frame.revealed[row][keep].tolist(),
-            "confidence": [None if c != c else round(c, 4) for c in conf],
-        })
+        samples.append(
+            {
+                "tokens": ticket.entry.pieces(frame.tokens[row][keep].tolist()),
+                "masked": frame.masked[row][keep].tolist(),
+                "revealed": frame.revealed[row][keep].tolist(),
+                "confidence": [None if c != c else round(c, 4) for c in conf],
+            }
+        )
     return {
         "type": "frame",
         "step": frame.step,
@@ -91,7 +95,12 @@ def results(ticket: Ticket, params: GenerateParameters, started: float) -> list[
     out = []
     for i, (text, reason, ids) in enumerate(zip(texts, state.finish_reasons(), state.output_ids())):
         details = Details(
-            finish_reason=reason, steps=params.steps, nfe=state.nfe, seed=state.seed + i, generated_tokens=len(ids), timings=timings
+            finish_reason=reason,
+            steps=params.steps,
+            nfe=state.nfe,
+            seed=state.seed + i,
+            generated_tokens=len(ids),
+            timings=timings,
         )
         out.append(GenerateResponse(generated_text=text, details=details if params.details else None))
     return out

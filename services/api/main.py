@@ -2,13 +2,12 @@
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
-
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from diffusion_core.model import quiet_transformers
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from . import errors
 from .config import Settings
@@ -29,8 +28,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         quiet_transformers()
         metrics = Metrics()
         registry = ModelRegistry(settings.model, settings.device)
-        engine = Engine(metrics, settings.max_concurrent_requests, settings.max_queue, settings.batching, settings.autocast)
-        app.state.settings, app.state.metrics, app.state.registry, app.state.engine = settings, metrics, registry, engine
+        engine = Engine(
+            metrics, settings.max_concurrent_requests, settings.max_queue, settings.batching, settings.autocast
+        )
+        app.state.settings, app.state.metrics, app.state.registry, app.state.engine = (
+            settings,
+            metrics,
+            registry,
+            engine,
+        )
         engine.start()
         loading = asyncio.create_task(asyncio.to_thread(_load, registry))
         try:
@@ -39,7 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             loading.cancel()
             engine.stop()
 
-    app = FastAPI(title="unmask", version="0.1.0", lifespan=lifespan, description="Text generation by masked-LM diffusion.")
+    app = FastAPI(
+        title="unmask", version="0.1.0", lifespan=lifespan, description="Text generation by masked-LM diffusion."
+    )
     errors.install(app)
 
     @app.middleware("http")
@@ -61,6 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _load(registry: ModelRegistry) -> None:
     try:
         registry.load()
-        log.info("serving %s (version %s)", registry.current.name if registry.current else "?", registry.current.version if registry.current else "?")
+        log.info(
+            "serving %s (version %s)",
+            registry.current.name if registry.current else "?",
+            registry.current.version if registry.current else "?",
+        )
     except Exception:
         log.exception("model failed to load; /ready answers 503 with the reason")

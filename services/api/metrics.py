@@ -8,7 +8,10 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.latency = Histogram(
-            "unmask_request_seconds", "End-to-end request latency", ["route"], registry=r,
+            "unmask_request_seconds",
+            "End-to-end request latency",
+            ["route"],
+            registry=r,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
         self.queue_depth = Gauge("unmask_queue_depth", "Requests waiting for a slot in the running batch", registry=r)
@@ -16,7 +19,11 @@ class Metrics:
         self.batch_rows = Histogram(
             "unmask_batch_rows", "Rows (samples) per forward pass", registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128)
         )
-        self.steps = Counter("unmask_denoising_steps", "Forward passes run by the engine (rate() gives steps/s)", registry=r)
-        self.frames_dropped = Counter("unmask_frames_dropped", "Intermediate frames coalesced for slow stream readers", registry=r)
+        self.steps = Counter(
+            "unmask_denoising_steps", "Forward passes run by the engine (rate() gives steps/s)", registry=r
+        )
+        self.frames_dropped = Counter(
+            "unmask_frames_dropped", "Intermediate frames coalesced for slow stream readers", registry=r
+        )
         self.tokens = Counter("unmask_generated_tokens", "Tokens generated", registry=r)
         self.errors = Counter("unmask_errors", "Error responses by type", ["type"], registry=r)

@@ -5,12 +5,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
 from diffusion_core import checkpoint
 from diffusion_core.model import max_positions, pick_device
 from diffusion_core.render import TokenPieces
 from diffusion_core.starter import STARTER_DIFFUSION
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,9 @@ def load_entry(source: str, device_name: str) -> ModelEntry:
     device = pick_device(device_name)
     model, tokenizer = checkpoint.load(source, device)
     name, version = _identity(source)
-    return ModelEntry(name, version, source, model, tokenizer, TokenPieces(tokenizer), device, max_positions(model, tokenizer))
+    return ModelEntry(
+        name, version, source, model, tokenizer, TokenPieces(tokenizer), device, max_positions(model, tokenizer)
+    )
 
 
 class ModelRegistry:

@@ -6,7 +6,7 @@ generated text (gen-PPL).
 
 import math
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,9 @@ from .data import Blocks
 from .model import SpecialTokens
 
 
-def fresh_twin(tokenizer: PreTrainedTokenizerBase, layers: int, width: int, heads: int, positions: int) -> GPT2LMHeadModel:
+def fresh_twin(
+    tokenizer: PreTrainedTokenizerBase, layers: int, width: int, heads: int, positions: int
+) -> GPT2LMHeadModel:
     special = SpecialTokens.of(tokenizer)
     config = GPT2Config(
         vocab_size=len(tokenizer),
@@ -64,7 +66,9 @@ def train_twin(
         ids, attn = blocks.input_ids[index].to(device), blocks.attention_mask[index].to(device)
         warm = min(1.0, (step + 1) / warmup_steps)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, elapsed / time_limit_s))))
+            group["lr"] = (
+                learning_rate * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, elapsed / time_limit_s))))
+            )
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             loss = causal_loss(model, ids, attn)
         optimizer.zero_grad(set_to_none=True)
@@ -84,14 +88,22 @@ def train_twin(
 def held_out_loss(model: PreTrainedModel, blocks: Blocks, batch_size: int = 16, max_batches: int = 8) -> float:
     device = next(model.parameters()).device
     losses = [
-        float(causal_loss(model, blocks.input_ids[i : i + batch_size].to(device), blocks.attention_mask[i : i + batch_size].to(device)))
+        float(
+            causal_loss(
+                model,
+                blocks.input_ids[i : i + batch_size].to(device),
+                blocks.attention_mask[i : i + batch_size].to(device),
+            )
+        )
         for i in range(0, min(len(blocks), batch_size * max_batches), batch_size)
     ]
     return sum(losses) / len(losses)
 
 
 @torch.inference_mode()
-def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], texts: list[str]) -> float:
+def perplexity(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], texts: list[str]
+) -> float:
     """exp(mean NLL) of each continuation given its prompt, pooled over all continuation tokens."""
     special = SpecialTokens.of(tokenizer)
     device = next(model.parameters()).device
@@ -121,7 +133,8 @@ def sample(
     seed: int = 0,
 ) -> Iterator[tuple[list[int], float]]:
     """Yield (continuation ids so far, forward seconds) after each token; KV-cached, one pass per token."""
-    from .sampling import SamplingParams, top_p as nucleus
+    from .sampling import SamplingParams
+    from .sampling import top_p as nucleus
 
     special = SpecialTokens.of(tokenizer)
     device = next(model.parameters()).device
@@ -133,7 +146,9 @@ def sample(
         t0 = time.perf_counter()
         result = model(input_ids=ids, past_key_values=past, use_cache=True)
         past = result.past_key_values
-        token = nucleus(result.logits[:, -1].float().cpu(), torch.rand(1, generator=generator, dtype=torch.float64), params)
+        token = nucleus(
+            result.logits[:, -1].float().cpu(), torch.rand(1, generator=generator, dtype=torch.float64), params
+        )
         out.append(int(token))
         yield list(out), time.perf_counter() - t0
         if int(token) == special.end:

@@ -29,9 +29,7 @@ class Canvas:
         return not all(self.masked[self.prompt_length :])
 
 
-def build_canvas(
-    tokenizer: PreTrainedTokenizerBase, special: SpecialTokens, text: str, max_new_tokens: int
-) -> Canvas:
+def build_canvas(tokenizer: PreTrainedTokenizerBase, special: SpecialTokens, text: str, max_new_tokens: int) -> Canvas:
     """start + prompt (each placeholder one masked token) + max_new_tokens masks; no end token."""
     placeholders = {MASK_PLACEHOLDER}
     if tokenizer.mask_token:
@@ -52,5 +50,7 @@ def build_canvas(
     tokens.extend([special.mask] * max_new_tokens)
     masked.extend([True] * max_new_tokens)
     if not any(masked):
-        raise InputError("nothing to generate: max_new_tokens is 0 and the text has no <mask> placeholder", "max_new_tokens")
+        raise InputError(
+            "nothing to generate: max_new_tokens is 0 and the text has no <mask> placeholder", "max_new_tokens"
+        )
     return Canvas(tokens=tokens, masked=masked)

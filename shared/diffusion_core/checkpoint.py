@@ -102,7 +102,7 @@ def save(
 def _copy_as(model: PreTrainedModel, dtype: torch.dtype) -> PreTrainedModel:
     import copy
 
-    return copy.deepcopy(model).to(dtype)
+    return copy.deepcopy(model).to(dtype)  # type: ignore[arg-type]
 
 
 def _swap_into_place(tmp: Path, final: Path) -> None:
@@ -145,4 +145,4 @@ def load_causal_lm(source: str | Path, device: torch.device) -> PreTrainedModel:
         model = AutoModelForCausalLM.from_pretrained(str(source), use_safetensors=True, dtype=torch.float32)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"cannot load a causal LM from {source}: {str(exc).splitlines()[0]}") from None
-    return model.to(device).eval()
+    return model.to(device).eval()  # type: ignore[arg-type]

@@ -7,9 +7,9 @@ point group, so the core never imports them.
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .errors import UnmaskError
 
@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="write text by iterative denoising")
     g.add_argument("prompt", help="prompt text; each <mask> is one token to fill in place")
-    g.add_argument("--model", default=None, help="checkpoint directory or hub id (default: UNMASK_MODEL or the starter)")
+    g.add_argument(
+        "--model", default=None, help="checkpoint directory or hub id (default: UNMASK_MODEL or the starter)"
+    )
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     g.add_argument("--show-steps", action="store_true", help="print every denoising step")
     g.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -98,8 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup-steps", type=int, default=100)
     t.add_argument("--max-steps", type=int, default=0, help="0: train for --epochs")
     t.add_argument("--epochs", type=float, default=1.0)
-    t.add_argument("--levels", default="1.0,0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1",
-                   help="comma-separated masking rates, or 'continuous' for t ~ U(eps, 1)")
+    t.add_argument(
+        "--levels",
+        default="1.0,0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1",
+        help="comma-separated masking rates, or 'continuous' for t ~ U(eps, 1)",
+    )
     t.add_argument("--prefix-max", type=int, default=0, help="longest unmasked prefix drawn per example")
     t.add_argument("--eval-every", type=int, default=200)
     t.add_argument("--save-every", type=int, default=500)
@@ -146,7 +151,9 @@ def _generate(args: argparse.Namespace) -> int:
                 print(f"{label} {frame_text(tokenizer, frame, row)}", flush=True)
     texts = decode(tokenizer, state)
     if args.json:
-        print(json.dumps({"texts": texts, "seed": state.seed, "nfe": state.nfe, "finish_reasons": state.finish_reasons()}))
+        print(
+            json.dumps({"texts": texts, "seed": state.seed, "nfe": state.nfe, "finish_reasons": state.finish_reasons()})
+        )
     else:
         for i, text in enumerate(texts):
             print(("" if len(texts) == 1 else f"--- sample {i} (seed {state.seed + i})\n") + text)

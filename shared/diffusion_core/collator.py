@@ -28,7 +28,9 @@ class DiffusionCollator:
             return self.levels[int(torch.randint(len(self.levels), (1,), generator=generator))]
         return self.eps + (1 - self.eps) * float(torch.rand(1, generator=generator))
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator) -> MaskedBatch:
+    def __call__(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator
+    ) -> MaskedBatch:
         """Mask ids (B, L) at one rate; every row keeps at least one masked token."""
         rate = self.draw_rate(generator)
         b, length = input_ids.shape

@@ -1,9 +1,9 @@
 """Training text: read from files, folders or a Hugging Face dataset; tokenised and packed."""
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from transformers import PreTrainedTokenizerBase

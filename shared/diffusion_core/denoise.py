@@ -7,8 +7,8 @@ one batched forward pass; both go through `Denoiser.advance`, so there is one lo
 
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -96,7 +96,9 @@ class Denoiser:
         if len(self.tokens[0]) > self.window:
             for block in plan:
                 if int(block.positions[-1]) - int(block.positions[0]) + 2 > self.window:
-                    raise ConfigError(f"block_length {size} does not fit the model's {self.window} positions", "block_length")
+                    raise ConfigError(
+                        f"block_length {size} does not fit the model's {self.window} positions", "block_length"
+                    )
         return plan
 
     def _start_block(self) -> None:
@@ -165,9 +167,13 @@ class Denoiser:
             done=self.finished,
         )
 
-    def _predict(self, logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _predict(
+        self, logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sampled ids and their model probability, scattered to (B, T); -inf confidence elsewhere."""
-        uniforms = torch.stack([torch.rand(self.tokens.shape[1], generator=g, dtype=torch.float64) for g in self.generators])
+        uniforms = torch.stack(
+            [torch.rand(self.tokens.shape[1], generator=g, dtype=torch.float64) for g in self.generators]
+        )
         cfg = self.config
         params = SamplingParams(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
         ids = sample(cfg.sampling, logits, uniforms[rows, cols], params)
@@ -229,7 +235,9 @@ def create_denoiser(
     window = max_positions(model, tokenizer)
     canvas = build_canvas(tokenizer, special, text, config.max_new_tokens)
     if canvas.prompt_length > window - 1:
-        raise InputError(f"prompt is {canvas.prompt_length - 1} tokens; this model allows at most {window - 2}", "inputs")
+        raise InputError(
+            f"prompt is {canvas.prompt_length - 1} tokens; this model allows at most {window - 2}", "inputs"
+        )
     if len(canvas.tokens) > window and not config.block_length:
         raise ConfigError(
             f"prompt + max_new_tokens is {len(canvas.tokens)} tokens but the model holds {window}; "
@@ -248,7 +256,11 @@ def run(model: PreTrainedModel, state: Denoiser, autocast: bool = False) -> Iter
         t0 = time.perf_counter()
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = masked_logits(
-                model, step.input_ids.to(device), step.attention_mask.to(device), step.rows.to(device), step.cols.to(device)
+                model,
+                step.input_ids.to(device),
+                step.attention_mask.to(device),
+                step.rows.to(device),
+                step.cols.to(device),
             )
         yield state.advance(logits, forward_s=time.perf_counter() - t0)
 
@@ -274,7 +286,7 @@ class Generation:
 
 def decode(tokenizer: PreTrainedTokenizerBase, state: Denoiser) -> list[str]:
     """Per-row text of a finished (or partly finished) state, special tokens left out."""
-    return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in state.output_ids()]
+    return [str(tokenizer.decode(ids, skip_special_tokens=True)).strip() for ids in state.output_ids()]
 
 
 def generate(

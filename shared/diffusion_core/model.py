@@ -64,7 +64,7 @@ class SpecialTokens:
         end = _first(tokenizer.sep_token_id, tokenizer.eos_token_id)
         if tokenizer.mask_token_id is None or start is None or end is None:
             raise TokenizerError("tokenizer lacks a mask, start (cls/bos) or end (sep/eos) token")
-        pad = _first(tokenizer.pad_token_id, end)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
         return cls(start=start, end=end, mask=tokenizer.mask_token_id, pad=pad)
 
 
@@ -86,7 +86,14 @@ def max_positions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) ->
 
 # Files one of which a local tokenizer directory must hold; without them transformers may build
 # an empty 5-token tokenizer from the model config without complaint.
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 
 
 def load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
@@ -101,7 +108,9 @@ def load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
     if tokenizer.mask_token_id is None:
         raise TokenizerError(f"tokenizer at {source} has no mask token")
     if len(tokenizer) < 16:
-        raise TokenizerError(f"tokenizer at {source} has only {len(tokenizer)} tokens; its vocabulary files are missing")
+        raise TokenizerError(
+            f"tokenizer at {source} has only {len(tokenizer)} tokens; its vocabulary files are missing"
+        )
     return tokenizer
 
 
@@ -111,7 +120,7 @@ def load_masked_lm(source: str | Path, device: torch.device) -> PreTrainedModel:
         model = AutoModelForMaskedLM.from_pretrained(str(source), use_safetensors=True, dtype=torch.float32)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"cannot load a masked LM from {source}: {_one_line(exc)}") from None
-    return model.to(device).eval()
+    return model.to(device).eval()  # type: ignore[arg-type]
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,13 +1,13 @@
 """Named choices (schedules, samplers, remasking rules) looked up with a clear error."""
 
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from .errors import ConfigError
 
-F = TypeVar("F", bound=Callable)
+T = TypeVar("T")
 
 
-def lookup(table: dict[str, F], name: str, what: str, param: str | None = None) -> F:
+def lookup(table: dict[str, T], name: str, what: str, param: str | None = None) -> T:
     """Return table[name]; an unknown name raises ConfigError listing the known ones."""
     try:
         return table[name]

@@ -35,6 +35,8 @@ def threshold(conf: torch.Tensor, counts: torch.Tensor, noise: torch.Tensor, thr
 REMASKING = {f.__name__: f for f in (low_confidence, random, threshold)}
 
 
-def keep_mask(name: str, conf: torch.Tensor, counts: torch.Tensor, noise: torch.Tensor, threshold: float) -> torch.Tensor:
+def keep_mask(
+    name: str, conf: torch.Tensor, counts: torch.Tensor, noise: torch.Tensor, threshold: float
+) -> torch.Tensor:
     """Apply the named rule; see the module docstring for shapes."""
     return lookup(REMASKING, name, "remasking rule")(conf, counts, noise, threshold)

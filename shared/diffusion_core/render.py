@@ -13,17 +13,19 @@ def frame_text(tokenizer: PreTrainedTokenizerBase, frame: Frame, row: int = 0) -
     special = SpecialTokens.of(tokenizer)
     parts: list[str] = []
     run: list[int] = []
-    for token, masked, live in zip(frame.tokens[row].tolist(), frame.masked[row].tolist(), (frame.tokens[row] != special.pad).tolist()):
+    for token, masked, live in zip(
+        frame.tokens[row].tolist(), frame.masked[row].tolist(), (frame.tokens[row] != special.pad).tolist()
+    ):
         if masked or not live or token in (special.start, special.end):
             if run:
-                parts.append(tokenizer.decode(run))
+                parts.append(str(tokenizer.decode(run)))
                 run = []
             if masked:
                 parts.append(" " + MASK_GLYPH)
             continue
         run.append(token)
     if run:
-        parts.append(tokenizer.decode(run))
+        parts.append(str(tokenizer.decode(run)))
     text = "".join(parts)
     return " ".join(text.split())
 
@@ -39,15 +41,15 @@ class TokenPieces:
         self.cache: dict[int, str] = {}
 
     def __call__(self, ids: list[int]) -> list[str]:
-        return [self.cache.get(i) if i in self.cache else self._piece(i) for i in ids]
+        return [self.cache[i] if i in self.cache else self._piece(i) for i in ids]
 
     def _piece(self, token_id: int) -> str:
         if token_id in self.special:
             piece = ""
         elif self.wordpiece:
-            token = self.tokenizer.convert_ids_to_tokens(token_id)
+            token = str(self.tokenizer.convert_ids_to_tokens(token_id))
             piece = token[2:] if token.startswith("##") else " " + token
         else:
-            piece = self.tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
+            piece = str(self.tokenizer.decode([token_id], clean_up_tokenization_spaces=False))
         self.cache[token_id] = piece
         return piece

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from . import checkpoint
-from .autoregressive import fresh_twin, held_out_loss, perplexity, sample as ar_sample, train_twin
+from .autoregressive import fresh_twin, held_out_loss, perplexity, train_twin
+from .autoregressive import sample as ar_sample
 from .config import GenerationConfig
 from .corpus import starter_corpus
 from .data import pack, read_texts, split
@@ -41,7 +42,9 @@ SAMPLE_PROMPTS = (
 )
 # Rates weighted toward heavy masking: the first decoding steps run at those rates.
 LEVELS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
-SAMPLING = GenerationConfig(max_new_tokens=64, steps=64, schedule="cosine", sampling="top_p", top_p=0.9, block_length=16)
+SAMPLING = GenerationConfig(
+    max_new_tokens=64, steps=64, schedule="cosine", sampling="top_p", top_p=0.9, block_length=16
+)
 
 
 def base_encoder() -> Path:
@@ -96,7 +99,7 @@ def train_ar_twin(corpus: Path, out: Path, minutes: float) -> Path:
     device = pick_device()
     _, tokenizer = checkpoint.load(diffusion, torch.device("cpu"))
     train_blocks, _ = _blocks(corpus, tokenizer)
-    twin = fresh_twin(tokenizer, layers=6, width=384, heads=6, positions=512).to(device)
+    twin = fresh_twin(tokenizer, layers=6, width=384, heads=6, positions=512).to(device)  # type: ignore[arg-type]
     summary = train_twin(twin, train_blocks, minutes * 60, autocast=bf16_supported(device), seed=SEED)
     source = checkpoint.read_metadata(diffusion)["data"]
     metadata = {"format": 1, "architecture": "gpt2", "twin_of": "diffusion", "data": source, "training": summary}
@@ -124,8 +127,10 @@ def evaluate(out: Path, corpus: Path | None = None, samples_per_prompt: int = 4)
     diffusion_s = time.perf_counter() - started
     started = time.perf_counter()
     for i, prompt in enumerate(prompts):
-        ids = [ids for ids, _ in ar_sample(twin, tokenizer, prompt, SAMPLING.max_new_tokens, top_p=SAMPLING.top_p, seed=i)][-1]
-        ar_texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+        ids = [
+            ids for ids, _ in ar_sample(twin, tokenizer, prompt, SAMPLING.max_new_tokens, top_p=SAMPLING.top_p, seed=i)
+        ][-1]
+        ar_texts.append(str(tokenizer.decode(ids, skip_special_tokens=True)).strip())
     ar_s = time.perf_counter() - started
     metrics = {
         "held_out_loss": {f"{r:.2f}": round(v, 4) for r, v in report.items()},
@@ -163,8 +168,19 @@ def _text_metrics(twin: Any, tokenizer: Any, prompts: list[str], texts: list[str
     }
 
 
-def _write_samples(path: Path, prompts: list[str], diffusion: list[str], ar: list[str], metrics: dict[str, Any], every: int) -> None:
-    lines = ["# Starter samples", "", "Same prompts, 64 new tokens each; scored by the AR twin.", "", "```json", json.dumps(metrics, indent=2), "```", ""]
+def _write_samples(
+    path: Path, prompts: list[str], diffusion: list[str], ar: list[str], metrics: dict[str, Any], every: int
+) -> None:
+    lines = [
+        "# Starter samples",
+        "",
+        "Same prompts, 64 new tokens each; scored by the AR twin.",
+        "",
+        "```json",
+        json.dumps(metrics, indent=2),
+        "```",
+        "",
+    ]
     for i in range(0, len(prompts), every):
         lines += [f"## {prompts[i]}", "", f"- diffusion: {diffusion[i]}", f"- autoregressive: {ar[i]}", ""]
     path.write_text("\n".join(lines))

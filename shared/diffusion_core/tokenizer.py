@@ -1,6 +1,6 @@
 """Training a RoBERTa-style byte-level BPE tokenizer for models built from scratch."""
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast, RobertaTokenizerFast
@@ -20,5 +20,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 8000, max_length: int = 51
         show_progress=False,
     )
     core.train_from_iterator(texts, trainer=trainer)
-    core.post_processor = processors.RobertaProcessing(("</s>", core.token_to_id("</s>")), ("<s>", core.token_to_id("<s>")))
+    end, start = core.token_to_id("</s>"), core.token_to_id("<s>")
+    assert end is not None and start is not None, "special tokens are part of every trained vocabulary"
+    core.post_processor = processors.RobertaProcessing(("</s>", end), ("<s>", start))
     return RobertaTokenizerFast(tokenizer_object=core, model_max_length=max_length)

@@ -5,9 +5,10 @@ import math
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,15 @@ from .collator import DEFAULT_LEVELS, DiffusionCollator, MaskedBatch
 from .data import Blocks, pack, read_texts, split
 from .errors import ConfigError, UnmaskError
 from .evaluation import masked_token_loss
-from .model import ARCHITECTURES, SpecialTokens, bf16_supported, fresh_masked_lm, load_tokenizer, masked_logits, pick_device
+from .model import (
+    ARCHITECTURES,
+    SpecialTokens,
+    bf16_supported,
+    fresh_masked_lm,
+    load_tokenizer,
+    masked_logits,
+    pick_device,
+)
 from .plots import line_chart
 from .registry import lookup
 from .tokenizer import train_bpe
@@ -123,7 +132,7 @@ def _prepare(config: TrainConfig) -> _Run:
         model, tokenizer = checkpoint.load(config.base, device)
     else:
         tokenizer = load_tokenizer(config.tokenizer) if config.tokenizer else train_bpe(docs, config.vocab_size)
-        model = fresh_masked_lm(config.architecture or "", tokenizer, config.max_length).to(device)
+        model = fresh_masked_lm(config.architecture or "", tokenizer, config.max_length).to(device)  # type: ignore[arg-type]
     if config.dropout is not None:
         _set_dropout(model, config.dropout)
     special = SpecialTokens.of(tokenizer)
@@ -181,7 +190,9 @@ def _evaluate(run: _Run, config: TrainConfig) -> dict[str, float]:
     if len(run.held_out) == 0:
         return {}
     return {
-        f"{rate:.2f}": masked_token_loss(run.model, run.held_out, run.collator, rate, config.batch_size, autocast=run.autocast)
+        f"{rate:.2f}": masked_token_loss(
+            run.model, run.held_out, run.collator, rate, config.batch_size, autocast=run.autocast
+        )
         for rate in EVAL_RATES
     }
 
@@ -289,7 +300,7 @@ def _plot(log: list[dict[str, Any]], path: Path) -> None:
 
 
 def _publish(run: _Run, config: TrainConfig, state: dict[str, Any]) -> Path:
-    final_eval = next((e["eval"] for e in reversed(state["log"]) if e["eval"]), {})
+    final_eval: dict[str, float] = next((e["eval"] for e in reversed(state["log"]) if e["eval"]), {})
     metadata = {
         "format": 1,
         "base": config.base,
@@ -337,7 +348,12 @@ def _hardware(device: torch.device) -> str:
 
 
 def _snapshot(
-    run: _Run, config: TrainConfig, optimizer: torch.optim.Optimizer, generator: torch.Generator, state: dict[str, Any], elapsed: float
+    run: _Run,
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    state: dict[str, Any],
+    elapsed: float,
 ) -> None:
     """Everything --resume needs, as safetensors + JSON (never pickle), replaced atomically."""
     directory = _run_dir(config)
@@ -357,7 +373,9 @@ def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, sd["param_groups"]
 
 
-def _restore(config: TrainConfig, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, Any] | None:
+def _restore(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> dict[str, Any] | None:
     directory = _run_dir(config)
     if not (directory / "state.json").is_file():
         return None

@@ -17,14 +17,19 @@ def test_same_seed_same_text_and_samples_come_as_a_list(client):
     a = client.post("/generate", json={"inputs": "a journey", "parameters": {**GEN, "sampling": "temperature"}}).json()
     b = client.post("/generate", json={"inputs": "a journey", "parameters": {**GEN, "sampling": "temperature"}}).json()
     assert a["generated_text"] == b["generated_text"]
-    many = client.post("/generate", json={"inputs": "a journey", "parameters": {**GEN, "sampling": "temperature", "num_samples": 3}})
+    many = client.post(
+        "/generate", json={"inputs": "a journey", "parameters": {**GEN, "sampling": "temperature", "num_samples": 3}}
+    )
     texts = [x["generated_text"] for x in many.json()]
     assert len(texts) == 3 and texts[0] == a["generated_text"]
     assert [x["details"]["seed"] for x in many.json()] == [1, 2, 3]
 
 
 def test_infilling_keeps_the_text_around_the_masks(client):
-    r = client.post("/generate", json={"inputs": "the quick <mask><mask> fox", "parameters": {"max_new_tokens": 0, "steps": 2, "seed": 0}})
+    r = client.post(
+        "/generate",
+        json={"inputs": "the quick <mask><mask> fox", "parameters": {"max_new_tokens": 0, "steps": 2, "seed": 0}},
+    )
     text = r.json()["generated_text"]
     assert text.startswith("the quick") and text.endswith(" fox")
 
@@ -60,7 +65,9 @@ def test_every_validation_error_names_its_field(client, body, param):
 def test_unknown_model_is_404_and_too_large_is_413(client):
     r = client.post("/generate", json={"inputs": "x", "parameters": {**GEN, "model": "gpt-9"}})
     assert r.status_code == 404 and r.json()["error"] == {
-        "message": "unknown model 'gpt-9'; available: tiny", "type": "not_found", "param": "parameters.model"
+        "message": "unknown model 'gpt-9'; available: tiny",
+        "type": "not_found",
+        "param": "parameters.model",
     }
     r = client.post("/generate", content=b"{" + b" " * 70_000 + b"}", headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["type"] == "payload_too_large"
@@ -95,12 +102,15 @@ def test_info_lists_model_and_limits_and_metrics_count_work(client):
 def test_openai_completions_and_models(client):
     models = client.get("/v1/models").json()
     assert models["data"][0]["id"] == "tiny"
-    r = client.post("/v1/completions", json={"model": "tiny", "prompt": ["the", "a"], "max_tokens": 5, "n": 2, "seed": 3, "steps": 3})
+    r = client.post(
+        "/v1/completions",
+        json={"model": "tiny", "prompt": ["the", "a"], "max_tokens": 5, "n": 2, "seed": 3, "steps": 3},
+    )
     body = r.json()
     assert body["object"] == "text_completion" and [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
     assert body["usage"]["completion_tokens"] <= 20
     stream = client.post("/v1/completions", json={"prompt": "the", "max_tokens": 5, "stream": True, "steps": 2})
-    lines = [l for l in stream.text.splitlines() if l.startswith("data: ")]
+    lines = [line for line in stream.text.splitlines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]" and '"text_completion"' in lines[0]
     assert client.post("/v1/completions", json={"prompt": "x", "model": "nope"}).status_code == 404
 

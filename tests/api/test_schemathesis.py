@@ -15,7 +15,12 @@ def test_no_operation_answers_5xx(server):
         for result in schema.get_all_operations():
             operation = result.ok()
 
-            @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            @settings(
+                max_examples=EXAMPLES_PER_OPERATION,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+                database=None,
+            )
             @given(case=operation.as_strategy())
             def check(case) -> None:
                 if isinstance(case.body, dict) and isinstance(case.body.get("parameters"), dict):
@@ -23,7 +28,9 @@ def test_no_operation_answers_5xx(server):
                 response = case.call(base_url=base, timeout=30)
                 codes.append((case.path, response.status_code))
                 if response.status_code >= 500:
-                    failures.append(f"{case.method} {case.path} {case.body!r} -> {response.status_code} {response.text[:200]}")
+                    failures.append(
+                        f"{case.method} {case.path} {case.body!r} -> {response.status_code} {response.text[:200]}"
+                    )
 
             check()
         assert httpx.get(base + "/health").status_code == 200

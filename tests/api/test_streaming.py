@@ -17,7 +17,9 @@ def _ws(base: str) -> str:
 
 def test_sse_sends_a_frame_per_step_then_the_result(server):
     with server() as (base, _):
-        with httpx.stream("POST", base + "/generate_stream", json={"inputs": "the quick", "parameters": GEN}, timeout=30) as r:
+        with httpx.stream(
+            "POST", base + "/generate_stream", json={"inputs": "the quick", "parameters": GEN}, timeout=30
+        ) as r:
             events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
         solo = httpx.post(base + "/generate", json={"inputs": "the quick", "parameters": GEN}, timeout=30).json()
     frames = [e for e in events if e["type"] == "frame"]
@@ -62,13 +64,19 @@ def test_websocket_invalid_request_gets_error_then_policy_close(server):
 def test_concurrent_requests_share_forward_passes_and_match_their_solo_runs(server):
     params = {"max_new_tokens": 40, "steps": 40, "sampling": "temperature", "forbid_eos": True}
     with server() as (base, app):
-        solo = {s: httpx.post(base + "/generate", json={"inputs": "the", "parameters": {**params, "seed": s}}, timeout=60).json()
-                for s in range(4)}
+        solo = {
+            s: httpx.post(
+                base + "/generate", json={"inputs": "the", "parameters": {**params, "seed": s}}, timeout=60
+            ).json()
+            for s in range(4)
+        }
         before = app.state.engine.stats.shared_passes
         together: dict[int, dict] = {}
 
         def call(seed: int) -> None:
-            together[seed] = httpx.post(base + "/generate", json={"inputs": "the", "parameters": {**params, "seed": seed}}, timeout=60).json()
+            together[seed] = httpx.post(
+                base + "/generate", json={"inputs": "the", "parameters": {**params, "seed": seed}}, timeout=60
+            ).json()
 
         threads = [threading.Thread(target=call, args=(s,)) for s in range(4)]
         for t in threads:
@@ -84,7 +92,9 @@ def test_concurrent_requests_share_forward_passes_and_match_their_solo_runs(serv
 def test_full_server_answers_429_and_a_hung_up_client_frees_its_slot(server):
     with server(max_concurrent_requests=1, max_queue=0) as (base, app):
         with connect(_ws(base)) as ws:
-            ws.send(json.dumps({"inputs": "the", "parameters": {"max_new_tokens": 60, "steps": 256, "forbid_eos": True}}))
+            ws.send(
+                json.dumps({"inputs": "the", "parameters": {"max_new_tokens": 60, "steps": 256, "forbid_eos": True}})
+            )
             json.loads(ws.recv(timeout=30))  # running: the only slot is taken
             r = httpx.post(base + "/generate", json={"inputs": "the", "parameters": GEN}, timeout=30)
             assert r.status_code == 429 and r.headers["retry-after"] == "1"
@@ -99,7 +109,11 @@ def test_full_server_answers_429_and_a_hung_up_client_frees_its_slot(server):
 def test_http_client_that_hangs_up_is_cancelled(server):
     with server(max_concurrent_requests=1, max_queue=0) as (base, app):
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(base + "/generate", json={"inputs": "the", "parameters": {"max_new_tokens": 60, "steps": 256, "forbid_eos": True}}, timeout=0.3)
+            httpx.post(
+                base + "/generate",
+                json={"inputs": "the", "parameters": {"max_new_tokens": 60, "steps": 256, "forbid_eos": True}},
+                timeout=0.3,
+            )
         deadline = time.monotonic() + 5
         while app.state.engine.load and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -108,11 +122,14 @@ def test_http_client_that_hangs_up_is_cancelled(server):
 
 def test_slow_reader_gets_coalesced_frames_but_always_the_last(tiny_model, tokenizer):
     from diffusion_core import GenerationConfig, create_denoiser
+
     from services.api.engine import STREAM_BUFFER, Ticket
     from services.api.metrics import Metrics
 
     async def scenario() -> tuple[list[int], int, int]:
-        state = create_denoiser(tiny_model, tokenizer, "the", GenerationConfig(max_new_tokens=12, steps=12, seed=0, forbid_eos=True))
+        state = create_denoiser(
+            tiny_model, tokenizer, "the", GenerationConfig(max_new_tokens=12, steps=12, seed=0, forbid_eos=True)
+        )
         metrics = Metrics()
         ticket = Ticket(state, None, asyncio.get_running_loop(), True, metrics)  # type: ignore[arg-type]
         from diffusion_core.denoise import run

@@ -3,7 +3,8 @@
 import asyncio
 import json
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
@@ -37,7 +38,12 @@ async def wait_final(ticket: Ticket, request: Request) -> None:
 
 @router.post("/generate", response_model=GenerateResponse | list[GenerateResponse], response_model_exclude_none=True)
 async def generate(
-    body: GenerateRequest, request: Request, settings: SettingsDep, registry: RegistryDep, engine: EngineDep, metrics: MetricsDep
+    body: GenerateRequest,
+    request: Request,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    engine: EngineDep,
+    metrics: MetricsDep,
 ) -> GenerateResponse | list[GenerateResponse]:
     """Denoise to the end and return the text (a list when num_samples > 1)."""
     started = time.perf_counter()
@@ -70,7 +76,9 @@ async def generate_stream(
             metrics.latency.labels("/generate_stream").observe(time.perf_counter() - started)
             yield sse({"type": "done", "results": done})
         except Exception:
-            yield sse({"type": "error", "error": {"message": "internal error", "type": "internal_error", "param": None}})
+            yield sse(
+                {"type": "error", "error": {"message": "internal error", "type": "internal_error", "param": None}}
+            )
         finally:
             ticket.cancel()
 
@@ -94,7 +102,9 @@ async def ws_generate(
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"])
-        await _close_with_error(websocket, ApiError(422, f"{param}: {first['msg']}" if param else first["msg"], param or None), metrics)
+        await _close_with_error(
+            websocket, ApiError(422, f"{param}: {first['msg']}" if param else first["msg"], param or None), metrics
+        )
         return
     except ApiError as exc:
         await _close_with_error(websocket, exc, metrics)

@@ -30,11 +30,25 @@ async def info(settings: SettingsDep, registry: RegistryDep, engine: EngineDep) 
     """The model served and every limit this server enforces."""
     entry = registry.current
     limits = settings.model_dump(
-        include={"max_input_tokens", "max_new_tokens", "max_steps", "max_samples", "max_concurrent_requests", "max_queue", "max_payload_bytes"}
+        include={
+            "max_input_tokens",
+            "max_new_tokens",
+            "max_steps",
+            "max_samples",
+            "max_concurrent_requests",
+            "max_queue",
+            "max_payload_bytes",
+        }
     )
     model = None
     if entry is not None:
-        model = {"id": entry.name, "version": entry.version, "source": entry.source, "device": str(entry.device), "max_positions": entry.positions}
+        model = {
+            "id": entry.name,
+            "version": entry.version,
+            "source": entry.source,
+            "device": str(entry.device),
+            "max_positions": entry.positions,
+        }
     return {
         "model": model,
         "model_error": registry.error,

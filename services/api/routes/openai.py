@@ -2,7 +2,8 @@
 
 import time
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -28,7 +29,12 @@ def _choice(index: int, text: str, reason: str) -> dict[str, Any]:
 
 @router.post("/completions", response_model=None)
 async def completions(
-    body: CompletionRequest, request: Request, settings: SettingsDep, registry: RegistryDep, engine: EngineDep, metrics: MetricsDep
+    body: CompletionRequest,
+    request: Request,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    engine: EngineDep,
+    metrics: MetricsDep,
 ) -> dict[str, Any] | StreamingResponse:
     """Text completions. With stream=true, one chunk per prompt when it is finished, then [DONE]:
     diffusion does not write left to right, so there are no earlier partial texts to send."""
@@ -49,6 +55,7 @@ async def completions(
                 yield _choice(p * body.n + i, r.generated_text, r.details.finish_reason if r.details else "length")
 
     if body.stream:
+
         async def stream() -> AsyncIterator[str]:
             try:
                 async for choice in choices():
@@ -63,5 +70,9 @@ async def completions(
     metrics.latency.labels("/v1/completions").observe(time.perf_counter() - started)
     prompt_tokens = sum(len(entry.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
     completion_tokens = sum(len(ids) for t in tickets for ids in t.state.output_ids())
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
     return {**head, "choices": out, "usage": usage}
