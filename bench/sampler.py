@@ -14,7 +14,7 @@ import time
 
 import torch
 from diffusion_core import Canvas, Denoiser, GenerationConfig, run
-from diffusion_core.model import SpecialTokens
+from diffusion_core.model import SpecialTokens, keep_freed_memory
 from transformers import RobertaConfig, RobertaForMaskedLM
 
 SPECIAL = SpecialTokens(start=0, end=2, mask=4, pad=1)
@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
+    keep_freed_memory()
     sizes = {k: v for k, v in SIZES.items() if not args.quick or k.startswith("small")}
     length, prompt, steps = args.length, 16, args.steps
     print(

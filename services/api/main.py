@@ -5,7 +5,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from diffusion_core.model import quiet_transformers
+from diffusion_core.model import keep_freed_memory, quiet_transformers
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         quiet_transformers()
+        keep_freed_memory()
         metrics = Metrics()
         registry = ModelRegistry(settings.model, settings.device)
         engine = Engine(

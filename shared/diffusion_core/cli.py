@@ -206,9 +206,10 @@ def _starter(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .model import quiet_transformers
+    from .model import keep_freed_memory, quiet_transformers
 
     quiet_transformers()
+    keep_freed_memory()
     try:
         return COMMANDS[args.command](args)
     except UnmaskError as exc:

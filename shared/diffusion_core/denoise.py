@@ -79,6 +79,7 @@ class Denoiser:
         self.infill = canvas.infill
         self.stop_at_end = not canvas.infill and not config.forbid_eos
         self.banned = torch.tensor(sorted(set(banned_ids) | ({special.end} if not self.stop_at_end else set())))
+        self._bias: torch.Tensor | None = None
         self.generators = [torch.Generator().manual_seed(self.seed + i) for i in range(b)]
         self.ended = torch.zeros(b, dtype=torch.bool)
         self.blocks = self._plan_blocks()
@@ -142,8 +143,7 @@ class Denoiser:
         candidates = self.masked & self._in_block()
         rows, cols = candidates.nonzero(as_tuple=True)
         assert logits.shape[0] == rows.numel(), "logits do not match the requested positions"
-        logits = logits.detach().to("cpu", torch.float32, copy=True)
-        logits[:, self.banned] = float("-inf")
+        logits = logits.detach().to("cpu", torch.float32) + self._ban_bias(logits.shape[-1])
         predicted, conf = self._predict(logits, rows, cols)
         keep = self._keep(conf, candidates)
         self.tokens[keep] = predicted[keep]
@@ -166,6 +166,12 @@ class Denoiser:
             elapsed_s=now - (self.started or t0),
             done=self.finished,
         )
+
+    def _ban_bias(self, vocab: int) -> torch.Tensor:
+        """(V,) zeros with -inf at the ids never to be sampled (special tokens)."""
+        if self._bias is None or self._bias.numel() != vocab:
+            self._bias = torch.zeros(vocab).index_fill_(0, self.banned[self.banned < vocab], float("-inf"))
+        return self._bias
 
     def _predict(
         self, logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor

@@ -12,6 +12,7 @@ import torch
 from .registry import lookup
 
 NUCLEUS_CANDIDATES = 256  # tokens searched for the top-p nucleus before falling back to a full sort
+CHUNK = 256  # columns per first-stage chunk of the inverse-CDF draw
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,36 @@ class SamplingParams:
     top_p: float = 1.0  # keep the smallest set with this much mass (top_p rule only)
 
 
-def _draw(logprobs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Inverse CDF: log-probs (M, K) and uniforms (M,) in [0, 1) -> column index (M,)."""
-    cdf = logprobs.double().exp().cumsum(-1)
-    target = uniforms.to(cdf.device).unsqueeze(-1) * cdf[:, -1:]
-    idx = torch.searchsorted(cdf, target).squeeze(-1)
-    return idx.clamp_(max=logprobs.shape[-1] - 1)
+def _draw(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Inverse CDF: logits (M, K) (-inf allowed), uniforms (M,) in [0, 1) -> column (M,).
+
+    Two stages: first a chunk of CHUNK columns by its mass, then the column inside it, both
+    cumulated in float64. Exact, and it passes over the (M, K) array only a few times.
+    """
+    m, k = logits.shape
+    probs = torch.softmax(logits, -1)
+    full = k // CHUNK
+    masses = probs[:, : full * CHUNK].view(m, full, CHUNK).sum(-1)
+    if k % CHUNK:
+        masses = torch.cat([masses, probs[:, full * CHUNK :].sum(-1, keepdim=True)], dim=-1)
+    cdf = masses.double().cumsum(-1)
+    target = uniforms.to(cdf.device) * cdf[:, -1]
+    chunk = _first_above(cdf, target)
+    before = torch.where(chunk > 0, cdf.gather(-1, (chunk - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1), 0.0)
+    columns = chunk.unsqueeze(-1) * CHUNK + torch.arange(CHUNK, device=probs.device)
+    inner = probs.gather(-1, columns.clamp(max=k - 1)).masked_fill(columns >= k, 0.0)
+    return chunk * CHUNK + _first_above(inner.double().cumsum(-1), target - before)
+
+
+def _first_above(cdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """First column where cdf (M, N) exceeds target (M,): always a column with positive mass."""
+    top = cdf[:, -1]
+    target = torch.minimum(target.clamp(min=0), torch.nextafter(top, torch.zeros_like(top)))
+    return torch.searchsorted(cdf, target.unsqueeze(-1), right=True).squeeze(-1)
+
+
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return logits if temperature == 1.0 else logits / temperature
 
 
 def greedy(logits: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams) -> torch.Tensor:
@@ -36,14 +61,14 @@ def greedy(logits: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams)
 
 def temperature(logits: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """Sample the full distribution softmax(logits / T)."""
-    return _draw(torch.log_softmax(logits.float() / params.temperature, -1), uniforms)
+    return _draw(_scaled(logits, params.temperature), uniforms)
 
 
 def top_k(logits: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """Sample among the k most likely tokens only."""
     k = min(params.top_k, logits.shape[-1]) if params.top_k > 0 else logits.shape[-1]
-    values, index = logits.float().topk(k, dim=-1)
-    pick = _draw(torch.log_softmax(values / params.temperature, -1), uniforms)
+    values, index = logits.topk(k, dim=-1)
+    pick = _draw(_scaled(values, params.temperature), uniforms)
     return index.gather(-1, pick.unsqueeze(-1)).squeeze(-1)
 
 
@@ -51,35 +76,27 @@ def top_p(logits: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams) 
     """Nucleus sampling: the smallest set of tokens whose mass reaches top_p.
 
     The nucleus is looked for among the NUCLEUS_CANDIDATES most likely tokens first (a top-k
-    is far cheaper than sorting the vocabulary); rows whose nucleus is wider are fully sorted.
+    is far cheaper than sorting the vocabulary); only rows whose nucleus is wider are sorted.
     """
-    scaled = logits.float() / params.temperature
-    k = min(NUCLEUS_CANDIDATES, scaled.shape[-1])
-    values, index = scaled.topk(k, dim=-1)
-    logprobs = values - scaled.logsumexp(-1, keepdim=True)
-    wide = logprobs.exp().sum(-1) < params.top_p
+    logprobs = torch.log_softmax(_scaled(logits, params.temperature), -1)
+    values, index = logprobs.topk(min(NUCLEUS_CANDIDATES, logprobs.shape[-1]), dim=-1)
+    wide = values.exp().sum(-1) < params.top_p
+    out = torch.empty(logprobs.shape[0], dtype=torch.long, device=logprobs.device)
+    narrow = ~wide
+    if narrow.any():
+        out[narrow] = _nucleus_draw(values[narrow], index[narrow], uniforms[narrow], params.top_p)
     if wide.any():
-        full_values, full_index = scaled[wide].sort(dim=-1, descending=True)
-        return _nucleus_fill(scaled, uniforms, params, values, index, logprobs, wide, full_values, full_index)
-    return _nucleus_draw(logprobs, index, uniforms, params.top_p)
+        values, index = logprobs[wide].sort(dim=-1, descending=True)
+        out[wide] = _nucleus_draw(values, index, uniforms[wide], params.top_p)
+    return out
 
 
 def _nucleus_draw(logprobs: torch.Tensor, index: torch.Tensor, uniforms: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Sample within the nucleus of sorted log-probs (M, K) -> vocabulary ids (M,)."""
+    """Sample within the nucleus: sorted log-probs (M, K) and their vocabulary ids -> ids (M,)."""
     probs = logprobs.exp()
     mass_before = probs.cumsum(-1) - probs
     pick = _draw(logprobs.masked_fill(mass_before >= top_p, float("-inf")), uniforms)
     return index.gather(-1, pick.unsqueeze(-1)).squeeze(-1)
-
-
-def _nucleus_fill(scaled, uniforms, params, values, index, logprobs, wide, full_values, full_index) -> torch.Tensor:
-    out = torch.empty(scaled.shape[0], dtype=torch.long, device=scaled.device)
-    narrow = ~wide
-    if narrow.any():
-        out[narrow] = _nucleus_draw(logprobs[narrow], index[narrow], uniforms[narrow], params.top_p)
-    full_logprobs = full_values - full_values.logsumexp(-1, keepdim=True)
-    out[wide] = _nucleus_draw(full_logprobs, full_index, uniforms[wide], params.top_p)
-    return out
 
 
 SAMPLERS = {f.__name__: f for f in (greedy, temperature, top_k, top_p)}
@@ -92,5 +109,4 @@ def sample(name: str, logits: torch.Tensor, uniforms: torch.Tensor, params: Samp
 
 def probability_of(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """The model's probability of each chosen id (temperature 1, unfiltered): logits (M, V), ids (M,) -> (M,)."""
-    chosen = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    return (chosen - logits.logsumexp(-1)).exp()
+    return torch.softmax(logits, -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
