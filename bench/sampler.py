@@ -13,9 +13,10 @@ import argparse
 import time
 
 import torch
+from transformers import RobertaConfig, RobertaForMaskedLM
+
 from diffusion_core import Canvas, Denoiser, GenerationConfig, run
 from diffusion_core.model import SpecialTokens, keep_freed_memory
-from transformers import RobertaConfig, RobertaForMaskedLM
 
 SPECIAL = SpecialTokens(start=0, end=2, mask=4, pad=1)
 SIZES = {"small 4x256 8k": (4, 256, 4, 8000), "base 12x768 50k": (12, 768, 12, 50265)}

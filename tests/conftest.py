@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from diffusion_core import checkpoint
 from diffusion_core.model import fresh_masked_lm
 from diffusion_core.tokenizer import train_bpe

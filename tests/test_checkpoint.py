@@ -2,8 +2,9 @@ import json
 
 import pytest
 import torch
-from diffusion_core import CheckpointError, TokenizerError, checkpoint
 from transformers import AutoModelForMaskedLM
+
+from diffusion_core import CheckpointError, TokenizerError, checkpoint
 
 
 def test_checkpoint_loads_with_plain_transformers(tiny_checkpoint, tiny_model):

@@ -1,4 +1,5 @@
 import torch
+
 from diffusion_core.collator import DiffusionCollator
 from diffusion_core.data import pack, split
 from diffusion_core.model import SpecialTokens

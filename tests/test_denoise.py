@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from diffusion_core import ConfigError, GenerationConfig, InputError, create_denoiser, denoise, generate
 from diffusion_core.model import SpecialTokens
 from diffusion_core.schedules import masked_after

@@ -1,4 +1,5 @@
 import torch
+
 from diffusion_core.remasking import keep_mask
 
 

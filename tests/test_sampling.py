@@ -1,7 +1,8 @@
 import torch
-from diffusion_core.sampling import SamplingParams, sample
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from diffusion_core.sampling import SamplingParams, sample
 
 
 def test_greedy_is_argmax():

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from diffusion_core.errors import ConfigError
 from diffusion_core.schedules import SCHEDULES, masked_after
 

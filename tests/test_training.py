@@ -3,6 +3,7 @@ import random
 
 import pytest
 import torch
+
 from diffusion_core import GenerationConfig, checkpoint, generate
 from diffusion_core.errors import ConfigError, InputError
 from diffusion_core.tokenizer import train_bpe

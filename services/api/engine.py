@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import torch
+
 from diffusion_core import Denoiser, Frame
 from diffusion_core.model import masked_logits
 

@@ -2,11 +2,12 @@
 
 import logging
 
-from diffusion_core import ConfigError, InputError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from diffusion_core import ConfigError, InputError
 
 log = logging.getLogger("unmask.api")
 

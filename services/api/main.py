@@ -5,9 +5,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from diffusion_core.model import keep_freed_memory, quiet_transformers
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from diffusion_core.model import keep_freed_memory, quiet_transformers
 
 from . import errors
 from .config import Settings

@@ -5,11 +5,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 from diffusion_core import checkpoint
 from diffusion_core.model import max_positions, pick_device
 from diffusion_core.render import TokenPieces
 from diffusion_core.starter import STARTER_DIFFUSION
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)

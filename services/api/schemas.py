@@ -2,10 +2,11 @@
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from diffusion_core.remasking import REMASKING
 from diffusion_core.sampling import SAMPLERS
 from diffusion_core.schedules import SCHEDULES
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 def _one_of(table: dict, value: str, what: str) -> str:

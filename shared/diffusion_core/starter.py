@@ -9,6 +9,7 @@ same blocks with the same tokenizer.
 import importlib.util
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,26 +121,16 @@ def evaluate(out: Path, corpus: Path | None = None, samples_per_prompt: int = 4)
     losses = {r: masked_token_loss(model, held_out, collator, r) for r in elbo_rates()}
     report = {r: masked_token_loss(model, held_out, collator, r) for r in (0.15, 0.5, 0.9)}
     prompts = [p for p in SAMPLE_PROMPTS for _ in range(samples_per_prompt)]
-    diffusion_texts, ar_texts = [], []
-    started = time.perf_counter()
-    for i, prompt in enumerate(prompts):
-        diffusion_texts.append(generate(model, tokenizer, prompt, _seeded(SAMPLING, i)).texts[0])
-    diffusion_s = time.perf_counter() - started
-    started = time.perf_counter()
-    for i, prompt in enumerate(prompts):
-        ids = [
-            ids for ids, _ in ar_sample(twin, tokenizer, prompt, SAMPLING.max_new_tokens, top_p=SAMPLING.top_p, seed=i)
-        ][-1]
-        ar_texts.append(str(tokenizer.decode(ids, skip_special_tokens=True)).strip())
-    ar_s = time.perf_counter() - started
+    diffusion_texts, diffusion_s, _ = diffusion_samples(model, tokenizer, prompts, SAMPLING)
+    ar_texts, ar_s = ar_samples(twin, tokenizer, prompts, SAMPLING.max_new_tokens, SAMPLING.top_p)
     metrics = {
         "held_out_loss": {f"{r:.2f}": round(v, 4) for r, v in report.items()},
         "elbo_nll_per_token": round(elbo_nll(losses), 4),
         "elbo_ppl_bound": round(float(torch.tensor(elbo_nll(losses)).exp()), 2),
         "ar_held_out_loss": round(held_out_loss(twin, held_out), 4),
         "sampling": {k: v for k, v in vars(SAMPLING).items() if k != "seed"},
-        "diffusion_samples": _text_metrics(twin, tokenizer, prompts, diffusion_texts, diffusion_s),
-        "ar_samples": _text_metrics(twin, tokenizer, prompts, ar_texts, ar_s),
+        "diffusion_samples": sample_metrics(twin, tokenizer, prompts, diffusion_texts, diffusion_s),
+        "ar_samples": sample_metrics(twin, tokenizer, prompts, ar_texts, ar_s),
     }
     for name in ("diffusion", "ar"):
         meta = checkpoint.read_metadata(out / name)
@@ -150,13 +141,32 @@ def evaluate(out: Path, corpus: Path | None = None, samples_per_prompt: int = 4)
     return metrics
 
 
-def _seeded(config: GenerationConfig, seed: int) -> GenerationConfig:
-    from dataclasses import replace
+def diffusion_samples(
+    model: Any, tokenizer: Any, prompts: list[str], config: GenerationConfig
+) -> tuple[list[str], float, int]:
+    """One sample per prompt (prompt i with seed i): texts, seconds, forward passes."""
+    texts, nfe = [], 0
+    started = time.perf_counter()
+    for i, prompt in enumerate(prompts):
+        result = generate(model, tokenizer, prompt, replace(config, seed=i))
+        texts.append(result.texts[0])
+        nfe += result.nfe
+    return texts, time.perf_counter() - started, nfe
 
-    return replace(config, seed=seed)
+
+def ar_samples(
+    twin: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, top_p: float
+) -> tuple[list[str], float]:
+    """The twin's sample per prompt (seed i), nucleus sampling: texts, seconds."""
+    texts = []
+    started = time.perf_counter()
+    for i, prompt in enumerate(prompts):
+        ids = [ids for ids, _ in ar_sample(twin, tokenizer, prompt, max_new_tokens, top_p=top_p, seed=i)][-1]
+        texts.append(str(tokenizer.decode(ids, skip_special_tokens=True)).strip())
+    return texts, time.perf_counter() - started
 
 
-def _text_metrics(twin: Any, tokenizer: Any, prompts: list[str], texts: list[str], seconds: float) -> dict[str, float]:
+def sample_metrics(twin: Any, tokenizer: Any, prompts: list[str], texts: list[str], seconds: float) -> dict[str, float]:
     words = sum(len(t.split()) for t in texts)
     return {
         "gen_ppl": round(perplexity(twin, tokenizer, prompts, texts), 2),

@@ -122,7 +122,6 @@ def test_http_client_that_hangs_up_is_cancelled(server):
 
 def test_slow_reader_gets_coalesced_frames_but_always_the_last(tiny_model, tokenizer):
     from diffusion_core import GenerationConfig, create_denoiser
-
     from services.api.engine import STREAM_BUFFER, Ticket
     from services.api.metrics import Metrics
 
