@@ -43,9 +43,8 @@ def main() -> None:
     model, tokenizer = checkpoint.load(STARTER_DIFFUSION, device)
     twin = checkpoint.load_causal_lm(STARTER_AR, device)
     prompts = [p for p in SAMPLE_PROMPTS for _ in range(4)]
-    print(
-        f"{len(prompts)} prompts x {NEW} new tokens; torch {torch.__version__}, {torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}"
-    )
+    threads = torch.get_num_threads()
+    print(f"{len(prompts)} prompts x {NEW} tokens; torch {torch.__version__}, {threads} threads, {time.strftime('%F')}")
     print(f"{'setting':<36}{'gen-PPL':>9}{'dist-2':>8}{'rep-4':>7}{'NFE/sample':>11}{'tok/s':>8}")
     texts, seconds = ar_samples(twin, tokenizer, prompts, NEW, top_p=0.9)
     m = sample_metrics(twin, tokenizer, prompts, texts, seconds)
