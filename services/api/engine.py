@@ -185,7 +185,7 @@ class Engine:
             ticket.deliver(frame)
             if frame.done:
                 finished.append(ticket)
-                self.metrics.tokens.inc(sum(len(ids) for ids in ticket.state.output_ids()))
+                self.metrics.tokens.inc(sum(ticket.state.generated_tokens()))
         self._retire(finished)
 
     def _count(self, batch: list[Ticket], rows: int) -> None:

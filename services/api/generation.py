@@ -93,13 +93,13 @@ def results(ticket: Ticket, params: GenerateParameters, started: float) -> list[
         queue_ms=round(ticket.queue_s * 1000, 2),
     )
     out = []
-    for i, (text, reason, ids) in enumerate(zip(texts, state.finish_reasons(), state.output_ids())):
+    for i, (text, reason, count) in enumerate(zip(texts, state.finish_reasons(), state.generated_tokens())):
         details = Details(
             finish_reason=reason,
             steps=params.steps,
             nfe=state.nfe,
             seed=state.seed + i,
-            generated_tokens=len(ids),
+            generated_tokens=count,
             timings=timings,
         )
         out.append(GenerateResponse(generated_text=text, details=details if params.details else None))

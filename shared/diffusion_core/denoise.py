@@ -229,6 +229,11 @@ class Denoiser:
         rows = [row[start:][keep[start:]].tolist() for row, keep in zip(self.tokens, self.attention > 0)]
         return [ids[: ids.index(self.special.end)] if ended else ids for ids, ended in zip(rows, self.ended.tolist())]
 
+    def generated_tokens(self) -> list[int]:
+        """Per row: tokens the model wrote (filled slots, end token and dropped slots excluded)."""
+        written = ~self.fixed & (self.attention > 0) & (self.tokens != self.special.end)
+        return written.sum(-1).tolist()
+
     def finish_reasons(self) -> list[str]:
         return ["eos" if e else "length" for e in self.ended.tolist()]
 

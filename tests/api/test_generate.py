@@ -135,3 +135,10 @@ def test_api_key_dependency_compares_bearer_keys(tiny_checkpoint):
     assert c.post("/write").status_code == 401
     assert c.post("/write", headers={"Authorization": "Bearer wrong"}).json()["error"]["type"] == "authentication_error"
     assert c.post("/write", headers={"Authorization": "Bearer " + "k" * 32}).json() == {"ok": True}
+
+
+def test_infilling_counts_only_the_filled_tokens(client):
+    r = client.post(
+        "/generate", json={"inputs": "the quick <mask><mask><mask> fox", "parameters": {"max_new_tokens": 0}}
+    )
+    assert r.json()["details"]["generated_tokens"] == 3

@@ -69,7 +69,7 @@ async def completions(
     out = [c async for c in choices()]
     metrics.latency.labels("/v1/completions").observe(time.perf_counter() - started)
     prompt_tokens = sum(len(entry.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
-    completion_tokens = sum(len(ids) for t in tickets for ids in t.state.output_ids())
+    completion_tokens = sum(sum(t.state.generated_tokens()) for t in tickets)
     usage = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
