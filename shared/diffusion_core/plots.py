@@ -42,7 +42,7 @@ def line_chart(
         x = x0 + (x1 - x0) * i / 4
         px, _ = to_px(x, y0)
         draw.text((px - 15, height - bottom + 6), f"{x:g}", fill="black", font=font)
-    draw.text((left, 10), title, fill="black", font=font)
+    draw.text((left + 110, 10), title, fill="black", font=font)
     draw.text(((width - right) / 2, height - 22), x_label, fill="black", font=font)
     draw.text((5, top - 30), y_label, fill="black", font=font)
     for i, (name, values) in enumerate(series.items()):
