@@ -61,7 +61,7 @@ def test_show_steps_prints_one_line_per_step_with_masks_shrinking(capsys, tiny_c
         (["--schedule", "quadratic"], "unknown schedule 'quadratic'"),
         (["--sampling", "beam"], "unknown sampling rule 'beam'"),
         (["--remasking", "oracle"], "unknown remasking rule 'oracle'"),
-        (["--max-new-tokens", "500"], "set block_length"),
+        (["--max-new-tokens", "500", "--block-length", "0"], "set block_length"),
         (["--steps", "0"], "steps must be at least 1"),
     ],
 )

@@ -46,7 +46,15 @@ def test_num_samples_run_as_one_batch_each_with_its_own_seed(tiny_model, tokeniz
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "exponential", "loglinear"])
 def test_reveal_counts_follow_the_schedule(tiny_model, tokenizer, schedule):
     frames = _frames(
-        tiny_model, tokenizer, "the", max_new_tokens=20, steps=5, schedule=schedule, seed=0, forbid_eos=True
+        tiny_model,
+        tokenizer,
+        "the",
+        max_new_tokens=20,
+        steps=5,
+        schedule=schedule,
+        seed=0,
+        forbid_eos=True,
+        block_length=0,
     )
     remaining = [int(f.masked.sum()) for f in frames]
     assert remaining == [int(masked_after(schedule, s, 5, torch.tensor([20]))) for s in range(1, 6)]
@@ -99,7 +107,7 @@ def test_blocks_slide_past_the_position_limit(tiny_model, tokenizer):
 
 def test_too_long_without_blocks_names_the_fix(tiny_model, tokenizer):
     with pytest.raises(ConfigError, match="block_length"):
-        _frames(tiny_model, tokenizer, "the", max_new_tokens=100, steps=10)
+        _frames(tiny_model, tokenizer, "the", max_new_tokens=100, steps=10, block_length=0)
 
 
 def test_prompt_longer_than_the_model_is_refused(tiny_model, tokenizer):

@@ -60,3 +60,10 @@ def test_top_p_with_a_nucleus_wider_than_the_candidate_set():
     assert ((probs * (probs > chosen)).sum(-1) < 0.9 + 1e-5).all()
     ranks = (probs > chosen).sum(-1)
     assert (ranks >= 256).any(), "flat rows sample beyond the first candidates"
+
+
+def test_a_vanishingly_small_top_p_still_samples_the_most_likely_token():
+    logits = torch.randn(8, 600)
+    for p in (5e-324, 1e-40):
+        ids = sample("top_p", logits, torch.rand(8, dtype=torch.float64), SamplingParams(top_p=p))
+        assert torch.equal(ids, logits.argmax(-1))

@@ -5,8 +5,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from diffusion_core.model import keep_freed_memory, quiet_transformers
 
@@ -14,6 +13,7 @@ from . import errors
 from .config import Settings
 from .engine import Engine
 from .metrics import Metrics
+from .middleware import PayloadLimit
 from .registry import ModelRegistry
 from .routes import generate, health, openai
 
@@ -52,17 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
 
-    @app.middleware("http")
-    async def limit_payload(request: Request, call_next):  # type: ignore[no-untyped-def]
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > settings.max_payload_bytes:
-            error = errors.ApiError(413, f"request body is larger than {settings.max_payload_bytes} bytes")
-            return JSONResponse(error.body(), status_code=413)
-        response = await call_next(request)
-        if response.status_code >= 400:
-            request.app.state.metrics.errors.labels(errors.TYPES.get(response.status_code, "internal_error")).inc()
-        return response
-
+    app.add_middleware(PayloadLimit, max_bytes=settings.max_payload_bytes)
     for router in (generate.router, openai.router, health.router):
         app.include_router(router)
     return app

@@ -4,6 +4,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from diffusion_core.config import MIN_TEMPERATURE
 from diffusion_core.remasking import REMASKING
 from diffusion_core.sampling import SAMPLERS
 from diffusion_core.schedules import SCHEDULES
@@ -22,12 +23,12 @@ class GenerateParameters(BaseModel):
     steps: int = Field(16, ge=1, description="denoising steps (forward passes), at most")
     schedule: str = Field("cosine", description="linear | cosine | exponential | loglinear")
     sampling: str = Field("top_p", description="greedy | temperature | top_k | top_p")
-    temperature: float = Field(1.0, gt=0, le=100)
+    temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=100)
     top_k: int = Field(0, ge=0)
     top_p: float = Field(0.9, gt=0, le=1)
     remasking: str = Field("low_confidence", description="low_confidence | random | threshold")
     threshold: float = Field(0.9, gt=0, le=1)
-    block_length: int = Field(0, ge=0, description="semi-autoregressive block size; 0: one block")
+    block_length: int = Field(16, ge=0, le=100_000, description="semi-autoregressive block size; 0: one block")
     seed: int | None = Field(None, ge=0, lt=2**31)
     num_samples: int = Field(1, ge=1)
     forbid_eos: bool = False
@@ -93,7 +94,7 @@ class CompletionRequest(BaseModel):
     steps: int = Field(16, ge=1)
     schedule: str = "cosine"
     remasking: str = "low_confidence"
-    block_length: int = Field(0, ge=0)
+    block_length: int = Field(16, ge=0, le=100_000)
 
     @field_validator("schedule")
     @classmethod
@@ -106,13 +107,14 @@ class CompletionRequest(BaseModel):
         return _one_of(REMASKING, v, "remasking rule")
 
     def parameters(self) -> GenerateParameters:
-        sampling = "greedy" if self.temperature == 0 else ("top_p" if self.top_p < 1 else "temperature")
+        greedy = self.temperature < MIN_TEMPERATURE
+        sampling = "greedy" if greedy else ("top_p" if self.top_p < 1 else "temperature")
         return GenerateParameters(
             max_new_tokens=self.max_tokens,
             steps=self.steps,
             schedule=self.schedule,
             sampling=sampling,
-            temperature=self.temperature or 1.0,
+            temperature=1.0 if greedy else self.temperature,
             top_p=self.top_p,
             remasking=self.remasking,
             block_length=self.block_length,

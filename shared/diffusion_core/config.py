@@ -8,6 +8,8 @@ from .remasking import REMASKING
 from .sampling import SAMPLERS
 from .schedules import SCHEDULES
 
+MIN_TEMPERATURE = 0.01  # below it logits / T overflows float32; greedy is the limit
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
@@ -20,7 +22,7 @@ class GenerationConfig:
     top_p: float = 0.9  # with sampling="top_p": probability mass kept
     remasking: str = "low_confidence"  # which predictions are kept (remasking.REMASKING)
     threshold: float = 0.9  # with remasking="threshold": keep predictions this confident
-    block_length: int = 0  # semi-autoregressive blocks of this many tokens (0: one block)
+    block_length: int = 16  # semi-autoregressive blocks of this many tokens (0: one block)
     seed: int | None = None  # sample i uses seed + i; None draws a fresh seed
     num_samples: int = 1  # rows generated together in one batch
     forbid_eos: bool = False  # never end early at an end-of-text token
@@ -31,7 +33,11 @@ class GenerationConfig:
         lookup(REMASKING, self.remasking, "remasking rule", "remasking")
         _check(self.max_new_tokens >= 0, "max_new_tokens", "must be 0 or more")
         _check(self.steps >= 1, "steps", "must be at least 1")
-        _check(self.temperature > 0, "temperature", "must be greater than 0")
+        _check(
+            self.temperature >= MIN_TEMPERATURE,
+            "temperature",
+            f"must be at least {MIN_TEMPERATURE} (sampling=greedy is 0)",
+        )
         _check(self.top_k >= 0, "top_k", "must be 0 or more")
         _check(self.sampling != "top_k" or self.top_k > 0, "top_k", "must be set (> 0) with sampling=top_k")
         _check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")

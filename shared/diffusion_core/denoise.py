@@ -90,7 +90,7 @@ class Denoiser:
 
     def _plan_blocks(self) -> list[_Block]:
         slots = self.masked[0].nonzero().squeeze(-1)
-        size = self.config.block_length or len(slots)
+        size = min(self.config.block_length or len(slots), len(slots))
         chunks = list(slots.split(size))
         base, extra = divmod(self.config.steps, len(chunks))
         plan = [_Block(c, max(1, base + (i < extra))) for i, c in enumerate(chunks)]

@@ -94,8 +94,9 @@ def top_p(logits: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams) 
 def _nucleus_draw(logprobs: torch.Tensor, index: torch.Tensor, uniforms: torch.Tensor, top_p: float) -> torch.Tensor:
     """Sample within the nucleus: sorted log-probs (M, K) and their vocabulary ids -> ids (M,)."""
     probs = logprobs.exp()
-    mass_before = probs.cumsum(-1) - probs
-    pick = _draw(logprobs.masked_fill(mass_before >= top_p, float("-inf")), uniforms)
+    outside = (probs.cumsum(-1) - probs) >= top_p
+    outside[:, 0] = False  # the most likely token is always in the nucleus, however small top_p is
+    pick = _draw(logprobs.masked_fill(outside, float("-inf")), uniforms)
     return index.gather(-1, pick.unsqueeze(-1)).squeeze(-1)
 
 

@@ -49,7 +49,7 @@ def test_infilling_keeps_the_text_around_the_masks(client):
         ({"inputs": "x", "parameters": {"max_new_tokens": 513}}, "parameters.max_new_tokens"),
         ({"inputs": "x", "parameters": {"steps": 257}}, "parameters.steps"),
         ({"inputs": "x", "parameters": {"num_samples": 9}}, "parameters.num_samples"),
-        ({"inputs": "x", "parameters": {"max_new_tokens": 100}}, "parameters.max_new_tokens"),
+        ({"inputs": "x", "parameters": {"max_new_tokens": 100, "block_length": 0}}, "parameters.max_new_tokens"),
         ({"inputs": "x", "parameters": {"sampling": "top_k"}}, "parameters.top_k"),
         ({"inputs": "the quick brown fox " * 80, "parameters": GEN}, "inputs"),
     ],

@@ -4,7 +4,7 @@ import httpx
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = 50
 SMALL = {"max_new_tokens": 4, "steps": 2}
 
 

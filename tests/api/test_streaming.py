@@ -9,6 +9,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 GEN = {"max_new_tokens": 8, "steps": 4, "seed": 1, "forbid_eos": True}
+# 256 forward passes of 8 rows: long enough to still be running when the client leaves.
+LONG = {"max_new_tokens": 512, "steps": 256, "block_length": 16, "num_samples": 8, "forbid_eos": True}
 
 
 def _ws(base: str) -> str:
@@ -92,9 +94,7 @@ def test_concurrent_requests_share_forward_passes_and_match_their_solo_runs(serv
 def test_full_server_answers_429_and_a_hung_up_client_frees_its_slot(server):
     with server(max_concurrent_requests=1, max_queue=0) as (base, app):
         with connect(_ws(base)) as ws:
-            ws.send(
-                json.dumps({"inputs": "the", "parameters": {"max_new_tokens": 60, "steps": 256, "forbid_eos": True}})
-            )
+            ws.send(json.dumps({"inputs": "the", "parameters": LONG}))
             json.loads(ws.recv(timeout=30))  # running: the only slot is taken
             r = httpx.post(base + "/generate", json={"inputs": "the", "parameters": GEN}, timeout=30)
             assert r.status_code == 429 and r.headers["retry-after"] == "1"
@@ -109,15 +109,12 @@ def test_full_server_answers_429_and_a_hung_up_client_frees_its_slot(server):
 def test_http_client_that_hangs_up_is_cancelled(server):
     with server(max_concurrent_requests=1, max_queue=0) as (base, app):
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(
-                base + "/generate",
-                json={"inputs": "the", "parameters": {"max_new_tokens": 60, "steps": 256, "forbid_eos": True}},
-                timeout=0.3,
-            )
+            httpx.post(base + "/generate", json={"inputs": "the", "parameters": LONG}, timeout=0.3)
         deadline = time.monotonic() + 5
         while app.state.engine.load and time.monotonic() < deadline:
             time.sleep(0.01)
         assert app.state.engine.load == 0
+        assert app.state.engine.stats.forward_passes < 200, "the request ran on after its client left"
 
 
 def test_slow_reader_gets_coalesced_frames_but_always_the_last(tiny_model, tokenizer):
