@@ -21,13 +21,12 @@ def frame_text(tokenizer: PreTrainedTokenizerBase, frame: Frame, row: int = 0) -
                 parts.append(str(tokenizer.decode(run)))
                 run = []
             if masked:
-                parts.append(" " + MASK_GLYPH)
+                parts.append(MASK_GLYPH)
             continue
         run.append(token)
     if run:
         parts.append(str(tokenizer.decode(run)))
-    text = "".join(parts)
-    return " ".join(text.split())
+    return " ".join(" ".join(parts).split())
 
 
 class TokenPieces:
