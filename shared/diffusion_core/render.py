@@ -6,6 +6,7 @@ from .denoise import Frame
 from .model import SpecialTokens
 
 MASK_GLYPH = "\u2591"  # light shade: one per masked position
+_CLOSING = set(".,;:!?)]}”’")  # WordPiece punctuation that attaches to the word before it
 
 
 def frame_text(tokenizer: PreTrainedTokenizerBase, frame: Frame, row: int = 0) -> str:
@@ -47,7 +48,7 @@ class TokenPieces:
             piece = ""
         elif self.wordpiece:
             token = str(self.tokenizer.convert_ids_to_tokens(token_id))
-            piece = token[2:] if token.startswith("##") else " " + token
+            piece = token[2:] if token.startswith("##") else ("" if token in _CLOSING else " ") + token
         else:
             piece = str(self.tokenizer.decode([token_id], clean_up_tokenization_spaces=False))
         self.cache[token_id] = piece
