@@ -1,8 +1,8 @@
 """Request and response bodies. Field names follow TGI (/generate) and OpenAI (/v1/completions)."""
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from diffusion_core.config import MIN_TEMPERATURE
 from diffusion_core.remasking import REMASKING
@@ -10,10 +10,20 @@ from diffusion_core.sampling import SAMPLERS
 from diffusion_core.schedules import SCHEDULES
 
 
-def _one_of(table: dict, value: str, what: str) -> str:
-    if value not in table:
-        raise ValueError(f"unknown {what} {value!r}; choose one of: {', '.join(sorted(table))}")
-    return value
+def _one_of(table: dict, what: str) -> AfterValidator:
+    """A validator accepting only the names registered in table."""
+
+    def check(value: str) -> str:
+        if value not in table:
+            raise ValueError(f"unknown {what} {value!r}; choose one of: {', '.join(sorted(table))}")
+        return value
+
+    return AfterValidator(check)
+
+
+ScheduleName = Annotated[str, _one_of(SCHEDULES, "schedule")]
+SamplingName = Annotated[str, _one_of(SAMPLERS, "sampling rule")]
+RemaskingName = Annotated[str, _one_of(REMASKING, "remasking rule")]
 
 
 class GenerateParameters(BaseModel):
@@ -21,12 +31,12 @@ class GenerateParameters(BaseModel):
 
     max_new_tokens: int = Field(64, ge=0, description="masks appended after the prompt")
     steps: int = Field(16, ge=1, description="denoising steps (forward passes), at most")
-    schedule: str = Field("cosine", description="linear | cosine | exponential | loglinear")
-    sampling: str = Field("top_p", description="greedy | temperature | top_k | top_p")
+    schedule: ScheduleName = Field("cosine", description="linear | cosine | exponential | loglinear")
+    sampling: SamplingName = Field("top_p", description="greedy | temperature | top_k | top_p")
     temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=100)
     top_k: int = Field(0, ge=0)
     top_p: float = Field(0.9, gt=0, le=1)
-    remasking: str = Field("low_confidence", description="low_confidence | random | threshold")
+    remasking: RemaskingName = Field("low_confidence", description="low_confidence | random | threshold")
     threshold: float = Field(0.9, gt=0, le=1)
     block_length: int = Field(16, ge=0, le=100_000, description="semi-autoregressive block size; 0: one block")
     seed: int | None = Field(None, ge=0, lt=2**31)
@@ -34,21 +44,6 @@ class GenerateParameters(BaseModel):
     forbid_eos: bool = False
     details: bool = Field(True, description="include details in the response")
     model: str | None = Field(None, description="model id; default: the current model")
-
-    @field_validator("schedule")
-    @classmethod
-    def _schedule(cls, v: str) -> str:
-        return _one_of(SCHEDULES, v, "schedule")
-
-    @field_validator("sampling")
-    @classmethod
-    def _sampling(cls, v: str) -> str:
-        return _one_of(SAMPLERS, v, "sampling rule")
-
-    @field_validator("remasking")
-    @classmethod
-    def _remasking(cls, v: str) -> str:
-        return _one_of(REMASKING, v, "remasking rule")
 
 
 class GenerateRequest(BaseModel):
@@ -92,19 +87,9 @@ class CompletionRequest(BaseModel):
     stream: bool = False
     seed: int | None = Field(None, ge=0, lt=2**31)
     steps: int = Field(16, ge=1)
-    schedule: str = "cosine"
-    remasking: str = "low_confidence"
+    schedule: ScheduleName = "cosine"
+    remasking: RemaskingName = "low_confidence"
     block_length: int = Field(16, ge=0, le=100_000)
-
-    @field_validator("schedule")
-    @classmethod
-    def _schedule(cls, v: str) -> str:
-        return _one_of(SCHEDULES, v, "schedule")
-
-    @field_validator("remasking")
-    @classmethod
-    def _remasking(cls, v: str) -> str:
-        return _one_of(REMASKING, v, "remasking rule")
 
     def parameters(self) -> GenerateParameters:
         greedy = self.temperature < MIN_TEMPERATURE
@@ -122,6 +107,3 @@ class CompletionRequest(BaseModel):
             num_samples=self.n,
         )
 
-
-def frame_message(step: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "frame", **step}
