@@ -1,6 +1,6 @@
 """Request and response bodies. Field names follow TGI (/generate) and OpenAI (/v1/completions)."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
