@@ -106,4 +106,3 @@ class CompletionRequest(BaseModel):
             seed=self.seed,
             num_samples=self.n,
         )
-
