@@ -62,8 +62,29 @@ def test_top_p_with_a_nucleus_wider_than_the_candidate_set():
     assert (ranks >= 256).any(), "flat rows sample beyond the first candidates"
 
 
+def test_top_p_one_is_plain_temperature_sampling():
+    logits = torch.randn(50, 300)
+    u = torch.rand(50, dtype=torch.float64)
+    assert torch.equal(
+        sample("top_p", logits, u, SamplingParams(top_p=1.0)), sample("temperature", logits, u, SamplingParams())
+    )
+
+
 def test_a_vanishingly_small_top_p_still_samples_the_most_likely_token():
     logits = torch.randn(8, 600)
     for p in (5e-324, 1e-40):
         ids = sample("top_p", logits, torch.rand(8, dtype=torch.float64), SamplingParams(top_p=p))
         assert torch.equal(ids, logits.argmax(-1))
+
+
+def test_top_p_is_exact_through_every_candidate_tier():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(300, 5000, generator=g) * 0.05  # flat rows: nucleus wider than 2048, full sort
+    logits[:100, 7] = 30.0  # peaked rows: nucleus of one token
+    logits[100:200] = torch.randn(100, 5000, generator=g) * 3  # in between
+    ids = sample("top_p", logits, torch.rand(300, generator=g, dtype=torch.float64), SamplingParams(top_p=0.9))
+    probs = logits.softmax(-1)
+    chosen = probs.gather(-1, ids.unsqueeze(-1))
+    assert (ids[:100] == 7).all()
+    assert ((probs * (probs > chosen)).sum(-1) < 0.9 + 1e-5).all()
+    assert (probs > chosen).sum(-1)[200:].max() > 2048

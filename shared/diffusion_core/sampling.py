@@ -11,7 +11,7 @@ import torch
 
 from .registry import lookup
 
-NUCLEUS_CANDIDATES = 256  # tokens searched for the top-p nucleus before falling back to a full sort
+NUCLEUS_CANDIDATES = (256, 2048)  # top-k sizes searched for the top-p nucleus before a full sort
 CHUNK = 256  # columns per first-stage chunk of the inverse-CDF draw
 
 
@@ -75,19 +75,26 @@ def top_k(logits: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams) 
 def top_p(logits: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """Nucleus sampling: the smallest set of tokens whose mass reaches top_p.
 
-    The nucleus is looked for among the NUCLEUS_CANDIDATES most likely tokens first (a top-k
-    is far cheaper than sorting the vocabulary); only rows whose nucleus is wider are sorted.
+    Each row's nucleus is looked for among its NUCLEUS_CANDIDATES[0] most likely tokens, then
+    among more (a top-k is far cheaper than sorting the vocabulary); only rows whose nucleus is
+    wider still are fully sorted.
     """
+    if params.top_p >= 1.0:
+        return temperature(logits, uniforms, params)
     logprobs = torch.log_softmax(_scaled(logits, params.temperature), -1)
-    values, index = logprobs.topk(min(NUCLEUS_CANDIDATES, logprobs.shape[-1]), dim=-1)
-    wide = values.exp().sum(-1) < params.top_p
     out = torch.empty(logprobs.shape[0], dtype=torch.long, device=logprobs.device)
-    narrow = ~wide
-    if narrow.any():
-        out[narrow] = _nucleus_draw(values[narrow], index[narrow], uniforms[narrow], params.top_p)
-    if wide.any():
-        values, index = logprobs[wide].sort(dim=-1, descending=True)
-        out[wide] = _nucleus_draw(values, index, uniforms[wide], params.top_p)
+    pending = torch.arange(logprobs.shape[0], device=logprobs.device)
+    for k in NUCLEUS_CANDIDATES:
+        if pending.numel() == 0 or k >= logprobs.shape[-1]:
+            break
+        values, index = logprobs[pending].topk(k, dim=-1)
+        fits = values.exp().sum(-1) >= params.top_p
+        rows = pending[fits]
+        out[rows] = _nucleus_draw(values[fits], index[fits], uniforms[rows], params.top_p)
+        pending = pending[~fits]
+    if pending.numel():
+        values, index = logprobs[pending].sort(dim=-1, descending=True)
+        out[pending] = _nucleus_draw(values, index, uniforms[pending], params.top_p)
     return out
 
 
