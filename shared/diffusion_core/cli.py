@@ -199,7 +199,7 @@ def _starter(args: argparse.Namespace) -> int:
     if args.action == "build":
         metrics = starter.build(Path(args.work), out, args.diffusion_minutes, args.ar_minutes)
     else:
-        metrics = starter.evaluate(out)
+        metrics = starter.evaluate(out, starter.corpus_folder(Path(args.work)))
     print(json.dumps(metrics, indent=2))
     return 0
 

@@ -63,6 +63,12 @@ def write_corpus(work: Path) -> Path:
     return folder
 
 
+def corpus_folder(work: Path) -> Path:
+    """work/corpus, extracted first if a fresh clone has none (the held-out split needs it)."""
+    folder = work / "corpus"
+    return folder if any(folder.glob("*.txt")) else write_corpus(work)
+
+
 def build(work: Path, out: Path, diffusion_minutes: float, ar_minutes: float) -> dict[str, Any]:
     """Extract, train both models, evaluate, and write out/{diffusion,ar}."""
     corpus = write_corpus(work)
@@ -87,7 +93,7 @@ def build(work: Path, out: Path, diffusion_minutes: float, ar_minutes: float) ->
     )
     train(config)
     train_ar_twin(corpus, out, ar_minutes)
-    return evaluate(out)
+    return evaluate(out, corpus)
 
 
 def _blocks(corpus: Path, tokenizer: Any):  # -> tuple[Blocks, Blocks]
@@ -106,12 +112,11 @@ def train_ar_twin(corpus: Path, out: Path, minutes: float) -> Path:
     return checkpoint.save(twin, tokenizer, out / "ar", metadata, dtype=torch.float16)
 
 
-def evaluate(out: Path, corpus: Path | None = None, samples_per_prompt: int = 4) -> dict[str, Any]:
+def evaluate(out: Path, corpus: Path, samples_per_prompt: int = 4) -> dict[str, Any]:
     """Measure both models, record the figures in their unmask.json, and write samples.md."""
     device = pick_device()
     model, tokenizer = checkpoint.load(out / "diffusion", device)
     twin = checkpoint.load_causal_lm(out / "ar", device)
-    corpus = corpus or Path(checkpoint.read_metadata(out / "diffusion")["data"]["sources"][0])
     _, held_out = _blocks(corpus, tokenizer)
     special = SpecialTokens.of(tokenizer)
     from .collator import DiffusionCollator
