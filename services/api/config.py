@@ -1,11 +1,13 @@
 """Service settings, read from UNMASK_-prefixed environment variables once, at startup."""
 
-from pydantic import Field, model_validator
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="UNMASK_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="UNMASK_", frozen=True, populate_by_name=True)
 
     model: str | None = Field(None, description="checkpoint directory or hub id; default: the bundled starter")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
@@ -19,6 +21,16 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(64 * 1024, ge=1024, description="largest request body")
     batching: bool = Field(True, description="share forward passes between requests (off: one request at a time)")
     autocast: bool = Field(False, description="bf16 autocast for forward passes")
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "UNMASK_REDIS_URL"),
+        description="Redis for fine-tune jobs and checkpoint hot reload; none: generation only",
+    )
+    state_dir: Path = Field(Path(".unmask"), description="shared store: uploaded files and checkpoints")
+    max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest training file or inline job body")
+    job_timeout_s: int = Field(24 * 3600, ge=60, description="a fine-tune job running longer is stopped and failed")
+    reload_poll_s: float = Field(1.0, gt=0, description="how often the current-version pointer is checked")
+    max_loaded_models: int = Field(2, ge=1, description="checkpoint versions held in memory (the current included)")
 
     @model_validator(mode="after")
     def _limits_fit(self) -> "Settings":

@@ -4,7 +4,10 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Header
+from redis import Redis
 from starlette.requests import HTTPConnection
+
+from diffusion_core.store import Store
 
 from .config import Settings
 from .engine import Engine
@@ -29,10 +32,29 @@ def get_metrics(request: HTTPConnection) -> Metrics:
     return request.app.state.metrics
 
 
+def get_store(request: HTTPConnection) -> Store:
+    """The shared store; 503 when this server runs without Redis."""
+    store = request.app.state.store
+    if store is None:
+        raise ApiError(503, "fine-tuning needs Redis: set REDIS_URL (`unmask up` starts a private one)")
+    return store
+
+
+def get_optional_store(request: HTTPConnection) -> Store | None:
+    return request.app.state.store
+
+
+def get_redis(store: Annotated[Store, Depends(get_store)]) -> Redis:
+    return store.redis
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+StoreDep = Annotated[Store, Depends(get_store)]
+OptionalStoreDep = Annotated[Store | None, Depends(get_optional_store)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
 
 
 def require_api_key(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:

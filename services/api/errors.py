@@ -5,6 +5,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from diffusion_core import ConfigError, InputError
@@ -15,6 +16,7 @@ TYPES = {
     400: "invalid_request",
     401: "authentication_error",
     404: "not_found",
+    409: "conflict",
     405: "invalid_request",
     413: "payload_too_large",
     422: "validation_error",
@@ -61,6 +63,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(ApiError(exc.status_code, str(exc.detail)).body(), status_code=exc.status_code)
+
+    @app.exception_handler(RedisError)
+    async def _redis(request: Request, exc: RedisError) -> JSONResponse:
+        log.warning("Redis error on %s %s: %s", request.method, request.url.path, exc)
+        error = ApiError(503, "the job store (Redis) is unreachable; generation still works, retry shortly")
+        return JSONResponse(error.body(), status_code=503, headers={"Retry-After": "2"})
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

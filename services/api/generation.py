@@ -1,9 +1,12 @@
 """Turning validated requests into engine tickets, and frames and results into JSON."""
 
+import asyncio
 import time
 from typing import Any
 
-from diffusion_core import ConfigError, Frame, GenerationConfig, InputError, create_denoiser, decode
+from redis.exceptions import RedisError
+
+from diffusion_core import CheckpointError, ConfigError, Frame, GenerationConfig, InputError, create_denoiser, decode
 
 from .config import Settings
 from .engine import Engine, Overloaded, Ticket
@@ -12,15 +15,25 @@ from .registry import ModelEntry, ModelRegistry
 from .schemas import Details, GenerateParameters, GenerateResponse, Timings
 
 
-def resolve(registry: ModelRegistry, name: str | None, param: str = "model") -> ModelEntry:
-    """The named (or current) model; 503 while loading, 404 when unknown."""
+async def resolve(registry: ModelRegistry, name: str | None, param: str = "model") -> ModelEntry:
+    """The named (or current) model, loading a retained version on first use; 503 while loading, 404 unknown."""
     if registry.current is None:
         reason = f"model failed to load: {registry.error}" if registry.error else "model is loading"
         raise ApiError(503, reason)
     entry = registry.get(name)
-    if entry is None:
+    if entry is not None:
+        return entry
+    assert name is not None
+    try:
+        record = registry.store.version(name) if registry.store is not None else None
+    except RedisError:
+        raise ApiError(503, f"cannot look up model {name!r}: the job store (Redis) is unreachable") from None
+    if record is None:
         raise ApiError(404, f"unknown model {name!r}; available: {', '.join(registry.names())}", param)
-    return entry
+    try:
+        return await asyncio.to_thread(registry.version, record["version"])
+    except CheckpointError as exc:
+        raise ApiError(503, f"model {name!r} cannot be served: {exc}", param) from None
 
 
 def check_limits(settings: Settings, params: GenerateParameters, prefix: str = "parameters") -> None:

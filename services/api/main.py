@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from redis import Redis
 
 from diffusion_core.model import keep_freed_memory, quiet_transformers
+from diffusion_core.store import Store
 
 from . import errors
 from .config import Settings
@@ -15,7 +17,8 @@ from .engine import Engine
 from .metrics import Metrics
 from .middleware import PayloadLimit
 from .registry import ModelRegistry
-from .routes import generate, health, openai
+from .reloader import Reloader
+from .routes import checkpoints, files, fine_tuning, generate, health, openai
 
 log = logging.getLogger("unmask.api")
 
@@ -29,31 +32,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         quiet_transformers()
         keep_freed_memory()
         metrics = Metrics()
-        registry = ModelRegistry(settings.model, settings.device)
+        redis = _redis(settings.redis_url)
+        store = Store(settings.state_dir, redis) if redis is not None else None
+        registry = ModelRegistry(settings.model, settings.device, store, settings.max_loaded_models)
         engine = Engine(
             metrics, settings.max_concurrent_requests, settings.max_queue, settings.batching, settings.autocast
         )
+        reloader = Reloader(registry, store, redis, settings.reload_poll_s, metrics) if store and redis else None
         app.state.settings, app.state.metrics, app.state.registry, app.state.engine = (
             settings,
             metrics,
             registry,
             engine,
         )
+        app.state.redis, app.state.store, app.state.reloader = redis, store, reloader
         engine.start()
         loading = asyncio.create_task(asyncio.to_thread(_load, registry))
+        if reloader is not None:
+            reloader.start()
         try:
             yield
         finally:
             loading.cancel()
+            if reloader is not None:
+                reloader.stop()
             engine.stop()
+            if redis is not None:
+                redis.close()
 
     app = FastAPI(
         title="unmask", version="0.1.0", lifespan=lifespan, description="Text generation by masked-LM diffusion."
     )
     errors.install(app)
 
-    app.add_middleware(PayloadLimit, max_bytes=settings.max_payload_bytes)
-    for router in (generate.router, openai.router, health.router):
+    uploads = {"/v1/files": settings.max_upload_bytes, "/v1/fine_tuning/jobs": settings.max_upload_bytes}
+    app.add_middleware(PayloadLimit, max_bytes=settings.max_payload_bytes, overrides=uploads)
+    for router in (generate.router, openai.router, files.router, fine_tuning.router, checkpoints.router, health.router):
         app.include_router(router)
     return app
 
@@ -68,3 +82,10 @@ def _load(registry: ModelRegistry) -> None:
         )
     except Exception:
         log.exception("model failed to load; /ready answers 503 with the reason")
+
+
+def _redis(url: str | None) -> Redis | None:
+    """A client for REDIS_URL (connections are made lazily: Redis may come up after the API)."""
+    if url is None:
+        return None
+    return Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10)

@@ -27,3 +27,6 @@ class Metrics:
         )
         self.tokens = Counter("unmask_generated_tokens", "Tokens generated", registry=r)
         self.errors = Counter("unmask_errors", "Error responses by type", ["type"], registry=r)
+        self.reloads = Counter(
+            "unmask_model_reloads", "Checkpoint swaps, by result (swapped, refused)", ["result"], registry=r
+        )

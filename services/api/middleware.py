@@ -9,16 +9,17 @@ from .errors import TYPES, ApiError
 class PayloadLimit:
     """413 for a declared body larger than the limit; every error status counted by type."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, overrides: dict[str, int] | None = None) -> None:
+        self.app, self.max_bytes, self.overrides = app, max_bytes, overrides or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         size = dict(scope["headers"]).get(b"content-length", b"")
-        if size.isdigit() and int(size) > self.max_bytes:
-            error = ApiError(413, f"request body is larger than {self.max_bytes} bytes")
+        limit = self.overrides.get(scope["path"].rstrip("/"), self.max_bytes)
+        if size.isdigit() and int(size) > limit:
+            error = ApiError(413, f"request body is larger than {limit} bytes")
             await JSONResponse(error.body(), status_code=413)(scope, receive, send)
             self._count(scope, 413)
             return

@@ -1,22 +1,33 @@
-"""The models this process serves, loaded off the event loop at startup."""
+"""The models this process serves: the base it was started with, and published checkpoint versions.
+
+Every load verifies the manifest (and, for a version, the manifest's hash recorded at publish)
+and runs a one-step smoke generation before the model can serve. A swap replaces `current`;
+requests already running keep the entry they started with.
+"""
 
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from diffusion_core import checkpoint
+from diffusion_core import GenerationConfig, checkpoint, generate
+from diffusion_core.errors import CheckpointError
+from diffusion_core.manifest import MANIFEST, read_metadata, sha256
 from diffusion_core.model import max_positions, pick_device
 from diffusion_core.render import TokenPieces
 from diffusion_core.starter import STARTER_DIFFUSION
+from diffusion_core.store import BASE, Store
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    version: str
+    version: str  # BASE's manifest hash prefix, or a published version id (ft-...)
     source: str
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
@@ -25,53 +36,113 @@ class ModelEntry:
     positions: int
 
 
-def _identity(source: str) -> tuple[str, str]:
+def base_identity(source: str) -> tuple[str, str]:
+    """(name, version) of a checkpoint directory or hub id, without loading it."""
     path = Path(source)
     if not path.is_dir():
         return source, "hub"
     name = "unmask-starter" if path.resolve() == STARTER_DIFFUSION.resolve() else path.name
-    name = checkpoint.read_metadata(path).get("name", name)
-    manifest = path / checkpoint.MANIFEST
-    version = checkpoint.sha256(manifest)[:12] if manifest.is_file() else "unversioned"
+    name = read_metadata(path).get("name", name)
+    manifest = path / MANIFEST
+    version = sha256(manifest)[:12] if manifest.is_file() else "unversioned"
     return name, version
 
 
-def load_entry(source: str, device_name: str) -> ModelEntry:
-    """Load, verify and describe one model (blocking: call it from a thread)."""
+def load_entry(source: str, device_name: str, name: str, version: str) -> ModelEntry:
+    """Load, verify and smoke-test one model (blocking: call it from a thread)."""
     device = pick_device(device_name)
     model, tokenizer = checkpoint.load(source, device)
-    name, version = _identity(source)
+    _smoke(model, tokenizer)
     return ModelEntry(
         name, version, source, model, tokenizer, TokenPieces(tokenizer), device, max_positions(model, tokenizer)
     )
 
 
-class ModelRegistry:
-    """Holds the current model; `error` says why it is not ready when loading failed."""
+def _smoke(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """One denoising step end to end; a model that cannot do that must not serve."""
+    config = GenerationConfig(max_new_tokens=4, steps=1, block_length=4, seed=0, sampling="greedy")
+    try:
+        result = generate(model, tokenizer, "The", config)
+    except Exception as exc:
+        raise CheckpointError(f"smoke generation failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(result.texts[0], str):
+        raise CheckpointError("smoke generation returned no text")
+    with torch.inference_mode():
+        ids = tokenizer("The", return_tensors="pt")["input_ids"].to(next(model.parameters()).device)
+        if not torch.isfinite(model(input_ids=ids).logits).all():
+            raise CheckpointError("smoke generation produced non-finite logits")
 
-    def __init__(self, source: str | None, device: str) -> None:
+
+class ModelRegistry:
+    """The base model, the current one, and a few loaded versions; `error` says why the base failed."""
+
+    def __init__(self, source: str | None, device: str, store: Store | None = None, max_loaded: int = 2) -> None:
         self.source = source or str(STARTER_DIFFUSION)
         self.device = device
+        self.store = store
+        self.max_loaded = max_loaded
+        self.base_name, self.base_version = base_identity(self.source)
+        self.base: ModelEntry | None = None
         self.current: ModelEntry | None = None
+        self.serving = BASE  # the pointer value `current` answers to
         self.error: str | None = None
+        self.reload_error: dict[str, Any] | None = None
         self.loaded = threading.Event()
+        self._versions: OrderedDict[str, ModelEntry] = OrderedDict()
+        self._lock = threading.Lock()
 
     def load(self) -> None:
         try:
-            self.current = load_entry(self.source, self.device)
+            self.base = load_entry(self.source, self.device, self.base_name, self.base_version)
+            self.current = self.base
         except Exception as exc:  # reported through /ready and /info; the process stays up
             self.error = str(exc)
             raise
         finally:
             self.loaded.set()
 
+    def version(self, version: str) -> ModelEntry:
+        """A published version, loaded and verified on first use (blocking)."""
+        with self._lock:
+            if version in self._versions:
+                self._versions.move_to_end(version)
+                return self._versions[version]
+            assert self.store is not None, "versions need the store"
+            record = self.store.version(version)
+            if record is None:
+                raise CheckpointError(f"unknown checkpoint version {version!r}")
+            path = self.store.path(version)
+            if not (path / MANIFEST).is_file() or sha256(path / MANIFEST) != record["manifest_sha256"]:
+                raise CheckpointError(f"{version}: manifest missing or not the one recorded at publish")
+            entry = load_entry(str(path), self.device, record["model"], version)
+            self._versions[version] = entry
+            self._evict()
+            return entry
+
+    def _evict(self) -> None:
+        while len(self._versions) > self.max_loaded:
+            oldest = next(v for v in self._versions if self.current is None or v != self.current.version)
+            del self._versions[oldest]
+
+    def switch(self, pointer: str) -> ModelEntry:
+        """Serve `pointer` (a version, or BASE) from now on; raises and changes nothing on failure."""
+        entry = self.base if pointer == BASE else self.version(pointer)
+        if entry is None:
+            raise CheckpointError("the base model is not loaded")
+        self.current, self.serving, self.reload_error = entry, pointer, None
+        return entry
+
+    def refuse(self, pointer: str, reason: str) -> None:
+        self.reload_error = {"version": pointer, "message": reason, "at": time.time()}
+
     def get(self, name: str | None) -> ModelEntry | None:
-        """The named model, or the current one for None; None when it is unknown."""
-        if self.current is None:
-            return None
-        if name is None or name == self.current.name:
+        """A loaded model by name or version (None: the current one); None when not loaded."""
+        if name is None:
             return self.current
+        for entry in (self.current, self.base, *self._versions.values()):
+            if entry is not None and name in (entry.name, entry.version):
+                return entry
         return None
 
     def names(self) -> list[str]:
-        return [self.current.name] if self.current else []
+        return list(dict.fromkeys(e.name for e in (self.base, *self._versions.values()) if e is not None))

@@ -1,6 +1,6 @@
 """Request and response bodies. Field names follow TGI (/generate) and OpenAI (/v1/completions)."""
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -106,3 +106,45 @@ class CompletionRequest(BaseModel):
             seed=self.seed,
             num_samples=self.n,
         )
+
+
+class Hyperparameters(BaseModel):
+    """OpenAI's names where they exist ("auto" included), plus the diffusion extras."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_epochs: Literal["auto"] | Annotated[int, Field(ge=1, le=100)] = Field("auto", description="auto: 3")
+    max_steps: int | None = Field(None, ge=1, le=1_000_000, description="optimizer steps; overrides n_epochs")
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=512)] = Field("auto", description="auto: 16")
+    learning_rate: Literal["auto"] | Annotated[float, Field(gt=0, le=0.01)] = Field("auto", description="auto: 1e-4")
+    warmup_steps: int = Field(10, ge=0, le=100_000)
+    levels: list[Annotated[float, Field(gt=0, le=1)]] | None = Field(
+        None, min_length=1, max_length=64, description="masking rates trained on; none: 1.0, 0.9 ... 0.1"
+    )
+    prefix_max: int = Field(16, ge=0, le=1024, description="leading tokens per example kept unmasked (0 ... P)")
+    max_length: int = Field(128, ge=16, le=2048, description="tokens per packed training block")
+
+    def resolved(self) -> dict[str, Any]:
+        values = self.model_dump()
+        auto = {"n_epochs": 3, "batch_size": 16, "learning_rate": 1e-4}
+        return {k: auto[k] if v == "auto" else v for k, v in values.items()}
+
+
+SUFFIX = r"^[a-z0-9][a-z0-9-]{0,39}$"
+
+
+class FineTuneRequest(BaseModel):
+    """POST /v1/fine_tuning/jobs. `training_texts` (inline documents) is unmask's extension."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=200, description="the base: the served model or a retained version")
+    training_file: str | None = Field(None, description="an uploaded file id (purpose fine-tune)")
+    training_texts: list[Annotated[str, Field(max_length=1_000_000)]] | None = Field(
+        None, min_length=1, max_length=100_000, description="documents given inline instead of a file"
+    )
+    validation_file: str | None = None
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    suffix: str | None = Field(None, pattern=SUFFIX, description="lower-case letters, digits, dashes; up to 40")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: dict[str, str] | None = Field(None, max_length=16)

@@ -1,12 +1,36 @@
-"""unmask's core: masked-LM diffusion training, generation, checkpoints and evaluation."""
+"""unmask's core: masked-LM diffusion training, generation, checkpoints and evaluation.
 
-from .canvas import MASK_PLACEHOLDER, Canvas, build_canvas
-from .config import GenerationConfig
-from .denoise import Denoiser, Frame, Generation, StepInputs, create_denoiser, decode, denoise, generate, run
-from .errors import CheckpointError, ConfigError, InputError, TokenizerError, UnmaskError
+Names load on first use, so light modules (store, jobs, errors) import without torch: the RQ
+worker's parent process forks a fresh work horse per job and must not touch torch itself.
+"""
+
+import sys
+from importlib import import_module
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+_HOMES = {
+    "MASK_PLACEHOLDER": "canvas",
+    "Canvas": "canvas",
+    "build_canvas": "canvas",
+    "GenerationConfig": "config",
+    "Denoiser": "denoise",
+    "Frame": "denoise",
+    "Generation": "denoise",
+    "StepInputs": "denoise",
+    "create_denoiser": "denoise",
+    "decode": "denoise",
+    "denoise": "denoise",
+    "generate": "denoise",
+    "run": "denoise",
+    "CheckpointError": "errors",
+    "ConfigError": "errors",
+    "InputError": "errors",
+    "TokenizerError": "errors",
+    "UnmaskError": "errors",
+}
 
 __all__ = [
-    "MASK_PLACEHOLDER",
     "Canvas",
     "CheckpointError",
     "ConfigError",
@@ -15,6 +39,7 @@ __all__ = [
     "Generation",
     "GenerationConfig",
     "InputError",
+    "MASK_PLACEHOLDER",
     "StepInputs",
     "TokenizerError",
     "UnmaskError",
@@ -25,3 +50,23 @@ __all__ = [
     "generate",
     "run",
 ]
+
+
+class _Package(ModuleType):
+    """Resolves the exported names on use; `denoise` stays the function even once the module loads."""
+
+    def __getattribute__(self, name: str) -> Any:
+        home = _HOMES.get(name)
+        if home is not None:
+            return getattr(import_module(f"{__name__}.{home}"), name)
+        return super().__getattribute__(name)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+if TYPE_CHECKING:
+    from .canvas import MASK_PLACEHOLDER, Canvas, build_canvas
+    from .config import GenerationConfig
+    from .denoise import Denoiser, Frame, Generation, StepInputs, create_denoiser, decode, denoise, generate, run
+    from .errors import CheckpointError, ConfigError, InputError, TokenizerError, UnmaskError

@@ -39,26 +39,31 @@ def read_texts(sources: Iterable[str | Path]) -> list[str]:
 
 
 def _file_texts(path: Path) -> list[str]:
+    return parse_texts(path.read_bytes(), path.suffix, str(path))
+
+
+def parse_texts(content: bytes, suffix: str, name: str) -> list[str]:
+    """Documents in a .txt (blank-line separated) or .jsonl ({"text": ...} per line) file's bytes."""
     try:
-        content = path.read_text(encoding="utf-8")
+        text = content.decode("utf-8")
     except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
-    if "\x00" in content:
-        raise InputError(f"{path}: looks binary (contains NUL bytes)")
-    if path.suffix == ".jsonl":
-        return [_jsonl_text(path, n, line) for n, line in enumerate(content.splitlines(), 1) if line.strip()]
-    if path.suffix == ".txt":
-        return [" ".join(p.split()) for p in content.split("\n\n")]
-    raise InputError(f"{path}: unsupported file type {path.suffix!r}; use .txt or .jsonl")
+        raise InputError(f"{name}: not UTF-8 text") from None
+    if "\x00" in text:
+        raise InputError(f"{name}: looks binary (contains NUL bytes)")
+    if suffix == ".jsonl":
+        return [_jsonl_text(name, n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if suffix == ".txt":
+        return [" ".join(p.split()) for p in text.split("\n\n")]
+    raise InputError(f"{name}: unsupported file type {suffix!r}; use .txt or .jsonl")
 
 
-def _jsonl_text(path: Path, number: int, line: str) -> str:
+def _jsonl_text(name: str, number: int, line: str) -> str:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+        raise InputError(f"{name}:{number}: invalid JSON ({exc.msg})") from None
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-        raise InputError(f'{path}:{number}: each line must be an object with a string "text" field')
+        raise InputError(f'{name}:{number}: each line must be an object with a string "text" field')
     return record["text"]
 
 

@@ -58,7 +58,8 @@ class TrainConfig:
     levels: tuple[float, ...] | None = DEFAULT_LEVELS  # masking rates; None: continuous t ~ U(eps, 1)
     eps: float = 0.02
     prefix_max: int = 0  # up to this many leading tokens per example stay unmasked
-    held_out: float = 0.05  # share of blocks kept for evaluation
+    held_out: float = 0.05  # share of blocks kept for evaluation (when eval_data is empty)
+    eval_data: tuple[str, ...] = ()  # held-out text files; when given, all of `data` trains
     eval_every: int = 200  # steps between held-out evaluations
     save_every: int = 500  # steps between resumable snapshots
     time_limit_s: float = 0.0  # stop early after this many seconds (0: no limit)
@@ -137,7 +138,10 @@ def _prepare(config: TrainConfig) -> _Run:
         _set_dropout(model, config.dropout)
     special = SpecialTokens.of(tokenizer)
     blocks = pack(docs, tokenizer, config.max_length)
-    train_blocks, held_out = split(blocks, config.held_out, config.seed)
+    if config.eval_data:
+        train_blocks, held_out = blocks, pack(read_texts(config.eval_data), tokenizer, config.max_length)
+    else:
+        train_blocks, held_out = split(blocks, config.held_out, config.seed)
     protected = tuple({special.start} | ({special.pad} if special.pad != special.end else set()))
     collator = DiffusionCollator(special.mask, protected, config.levels, config.eps, config.prefix_max)
     autocast = config.precision == "bf16" or (config.precision == "auto" and bf16_supported(device))
@@ -328,17 +332,22 @@ def _publish(run: _Run, config: TrainConfig, state: dict[str, Any]) -> Path:
     out = Path(config.output)
     dtype = getattr(torch, config.save_dtype)
     run.model.eval()
-    path = checkpoint.save(run.model, run.tokenizer, out, metadata, dtype=None if dtype == torch.float32 else dtype)
-    _write_log_into(path, state["log"])
+    path = checkpoint.save(
+        run.model,
+        run.tokenizer,
+        out,
+        metadata,
+        dtype=None if dtype == torch.float32 else dtype,
+        extras=lambda tmp: _write_log_into(tmp, state["log"]),
+    )
     shutil.rmtree(_run_dir(config), ignore_errors=True)
     return path
 
 
 def _write_log_into(path: Path, log: list[dict[str, Any]]) -> None:
-    """Add the training log and its plot to a published checkpoint and re-sign its manifest."""
+    """The training log and its plot, written beside the weights before the manifest signs them."""
     checkpoint.write_json(path / "training_log.json", log)
     _plot(log, path / "loss.png")
-    checkpoint.write_manifest(path)
 
 
 def _hardware(device: torch.device) -> str:

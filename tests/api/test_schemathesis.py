@@ -8,8 +8,8 @@ EXAMPLES_PER_OPERATION = 50
 SMALL = {"max_new_tokens": 4, "steps": 2}
 
 
-def test_no_operation_answers_5xx(server):
-    with server() as (base, _):
+def test_no_operation_answers_5xx(server, redis_url, tmp_path):
+    with server(redis_url=redis_url, state_dir=tmp_path) as (base, _):
         schema = schemathesis.openapi.from_url(base + "/openapi.json")
         failures, codes = [], []
         for result in schema.get_all_operations():

@@ -47,7 +47,7 @@ async def generate(
 ) -> GenerateResponse | list[GenerateResponse]:
     """Denoise to the end and return the text (a list when num_samples > 1)."""
     started = time.perf_counter()
-    entry = resolve(registry, body.parameters.model, "parameters.model")
+    entry = await resolve(registry, body.parameters.model, "parameters.model")
     ticket = submit(engine, entry, settings, body.inputs, body.parameters, stream=False)
     await wait_final(ticket, request)
     metrics.latency.labels("/generate").observe(time.perf_counter() - started)
@@ -65,7 +65,7 @@ async def generate_stream(
 ) -> StreamingResponse:
     """Server-Sent Events: one `frame` event per step, then a `done` event with the results."""
     started = time.perf_counter()
-    entry = resolve(registry, body.parameters.model, "parameters.model")
+    entry = await resolve(registry, body.parameters.model, "parameters.model")
     ticket = submit(engine, entry, settings, body.inputs, body.parameters, stream=True)
 
     async def events() -> AsyncIterator[str]:
@@ -97,7 +97,7 @@ async def ws_generate(
         if len(raw.encode()) > settings.max_payload_bytes:
             raise ApiError(413, f"message is larger than {settings.max_payload_bytes} bytes")
         body = GenerateRequest.model_validate_json(raw)
-        entry = resolve(registry, body.parameters.model, "parameters.model")
+        entry = await resolve(registry, body.parameters.model, "parameters.model")
         ticket = submit(engine, entry, settings, body.inputs, body.parameters, stream=True)
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -48,10 +48,13 @@ async def info(settings: SettingsDep, registry: RegistryDep, engine: EngineDep) 
             "source": entry.source,
             "device": str(entry.device),
             "max_positions": entry.positions,
+            "checkpoint": registry.serving,
         }
     return {
         "model": model,
         "model_error": registry.error,
+        "reload_error": registry.reload_error,
+        "fine_tuning": settings.redis_url is not None,
         "limits": limits,
         "batching": settings.batching,
         "engine": {"active": len(engine.active), "waiting": len(engine.waiting), **vars(engine.stats)},

@@ -1,5 +1,6 @@
 """OpenAI-compatible /v1/completions and /v1/models."""
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -7,8 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from redis.exceptions import RedisError
 
-from ..deps import EngineDep, MetricsDep, RegistryDep, SettingsDep
+from ..deps import EngineDep, MetricsDep, OptionalStoreDep, RegistryDep, SettingsDep
 from ..errors import ApiError
 from ..generation import resolve, results, submit
 from ..schemas import CompletionRequest
@@ -18,8 +20,17 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 
 @router.get("/models")
-async def list_models(registry: RegistryDep) -> dict[str, Any]:
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": "unmask"} for name in registry.names()]
+async def list_models(registry: RegistryDep, store: OptionalStoreDep) -> dict[str, Any]:
+    """The base model and every retained fine-tuned version (any of them can be named in `model`)."""
+    data = [{"id": registry.base_name, "object": "model", "created": 0, "owned_by": "unmask"}]
+    if store is not None:
+        try:
+            versions = await asyncio.to_thread(store.versions)
+        except RedisError:
+            versions = []
+        data += [
+            {"id": r["model"], "object": "model", "created": r["created_at"], "owned_by": "unmask"} for r in versions
+        ]
     return {"object": "list", "data": data}
 
 
@@ -39,7 +50,7 @@ async def completions(
     """Text completions. With stream=true, one chunk per prompt when it is finished, then [DONE]:
     diffusion does not write left to right, so there are no earlier partial texts to send."""
     started = time.perf_counter()
-    entry = resolve(registry, body.model)
+    entry = await resolve(registry, body.model)
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if not prompts or len(prompts) * body.n > settings.max_samples:
         raise ApiError(422, f"between 1 and {settings.max_samples} completions per request (prompts x n)", "prompt")

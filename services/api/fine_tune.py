@@ -1,0 +1,130 @@
+"""Creating and cancelling fine-tune jobs: validate, record, enqueue for the worker by name."""
+
+import json
+import time
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from diffusion_core import jobs
+from diffusion_core.errors import InputError
+from diffusion_core.store import Store
+
+from .config import Settings
+from .errors import ApiError
+from .registry import ModelRegistry
+from .schemas import FineTuneRequest
+
+RESULT_TTL_S = 7 * 24 * 3600  # RQ keeps a finished job's result this long (the job record stays)
+FAILURE_TTL_S = 30 * 24 * 3600
+
+
+def _base(body: FineTuneRequest, registry: ModelRegistry, store: Store) -> dict[str, Any]:
+    """What to fine-tune from: the model this server was started with, or a retained version."""
+    if body.model in (registry.base_name, registry.base_version):
+        return {"source": registry.source, "version": None, "root": registry.base_name}
+    record = store.version(body.model)
+    if record is None:
+        known = [registry.base_name] + [r["model"] for r in store.versions()]
+        raise ApiError(404, f"unknown model {body.model!r}; fine-tune one of: {', '.join(known)}", "model")
+    return {"source": None, "version": record["version"], "root": record.get("root", record["base"])}
+
+
+def _file(store: Store, file_id: str, param: str) -> dict[str, Any]:
+    record = store.file(file_id)
+    if record is None:
+        raise ApiError(404, f"no file {file_id!r}", param)
+    if record["purpose"] != "fine-tune":
+        raise ApiError(422, f"file {file_id} has purpose {record['purpose']!r}, not 'fine-tune'", param)
+    return record
+
+
+def create(body: FineTuneRequest, settings: Settings, registry: ModelRegistry, store: Store) -> dict[str, Any]:
+    """Validate the request, write the job record and enqueue it; returns the job object."""
+    if (body.training_file is None) == (body.training_texts is None):
+        raise ApiError(422, "give exactly one of training_file or training_texts", "training_file")
+    base = _base(body, registry, store)
+    if body.training_texts is not None:
+        content = "\n".join(json.dumps({"text": t}) for t in body.training_texts).encode()
+        try:
+            training = store.add_file(content, "training_texts.jsonl", "fine-tune")
+        except InputError as exc:
+            raise ApiError(422, str(exc).replace("training_texts.jsonl", "training_texts"), "training_texts") from None
+    else:
+        training = _file(store, body.training_file or "", "training_file")
+    if body.validation_file is not None:
+        _file(store, body.validation_file, "validation_file")
+    job_id = jobs.new_id()
+    record = {
+        "id": job_id,
+        "object": "fine_tuning.job",
+        "model": body.model,
+        "created_at": int(time.time()),
+        "finished_at": None,
+        "fine_tuned_model": None,
+        "organization_id": "unmask",
+        "result_files": [],
+        "status": "validating_files",
+        "training_file": training["id"],
+        "validation_file": body.validation_file,
+        "hyperparameters": body.hyperparameters.resolved(),
+        "trained_tokens": None,
+        "error": None,
+        "seed": body.seed if body.seed is not None else int(time.time()) % (2**31),
+        "suffix": body.suffix,
+        "metadata": body.metadata,
+        "estimated_finish": None,
+        "integrations": [],
+        "progress": None,
+        "version": None,
+        "base": base,
+    }
+    jobs.create(store.redis, record)
+    Queue(jobs.QUEUE, connection=store.redis).enqueue_call(
+        jobs.TASK,
+        args=(job_id,),
+        job_id=job_id,
+        timeout=settings.job_timeout_s,
+        result_ttl=RESULT_TTL_S,
+        failure_ttl=FAILURE_TTL_S,
+        description=f"fine-tune {body.model} on {training['id']}",
+    )
+    jobs.transition(store.redis, job_id, "queued", ("validating_files",))
+    jobs.add_event(
+        store.redis, job_id, f"Validated training file: {training['id']} ({training['documents']} documents)"
+    )
+    jobs.add_event(store.redis, job_id, "Job enqueued; waiting for a worker")
+    return fetch(store.redis, job_id)
+
+
+def fetch(redis: Redis, job_id: str) -> dict[str, Any]:
+    jobs.reap(redis)
+    record = jobs.get(redis, job_id)
+    if record is None:
+        raise ApiError(404, f"no fine-tuning job {job_id!r}", "fine_tuning_job_id")
+    return public(record)
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """The job object as clients see it (the worker's base resolution stays inside)."""
+    return {k: v for k, v in record.items() if k != "base"}
+
+
+def cancel(redis: Redis, job_id: str) -> dict[str, Any]:
+    """Queued: cancelled now. Running: the worker stops within a few steps and publishes nothing."""
+    record = fetch(redis, job_id)
+    if record["status"] in jobs.TERMINAL:
+        raise ApiError(409, f"job {job_id} already {record['status']}", "fine_tuning_job_id")
+    jobs.request_cancel(redis, job_id)
+    if jobs.transition(redis, job_id, "cancelled", jobs.PENDING):
+        jobs.add_event(redis, job_id, "The job was cancelled before it started")
+        try:
+            Job.fetch(job_id, connection=redis).cancel()
+        except NoSuchJobError:
+            pass
+    else:
+        jobs.add_event(redis, job_id, "Cancellation requested; the worker stops at the next step")
+    return fetch(redis, job_id)

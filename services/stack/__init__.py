@@ -1,0 +1,1 @@
+"""Running the whole product on one machine: a private Redis, the API and a worker."""

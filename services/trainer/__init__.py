@@ -1,0 +1,1 @@
+"""The training worker: runs queued fine-tune jobs and publishes their checkpoints."""

@@ -1,0 +1,32 @@
+"""`unmask worker`: the training worker. Registered into the `unmask` command by entry point."""
+
+import argparse
+import logging
+
+from diffusion_core.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> dict:
+    p = sub.add_parser("worker", help="run fine-tune jobs from the queue (settings: REDIS_URL, UNMASK_* variables)")
+    p.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    return {"worker": worker}
+
+
+def worker(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from .config import WorkerSettings
+    from .worker import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = WorkerSettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"UNMASK_{str(first['loc'][0]).upper()}: {first['msg']}") from None
+    try:
+        run(settings, burst=args.burst)
+    except RedisConnectionError as exc:
+        raise ConfigError(f"cannot reach Redis at {settings.redis_url}: {exc}", "REDIS_URL") from None
+    return 0

@@ -1,0 +1,26 @@
+"""The RQ worker process: one queue, a forked work horse per job, abandoned jobs reaped at start."""
+
+import logging
+import os
+import socket
+
+from redis import Redis
+from rq import Queue, Worker
+
+from diffusion_core import jobs
+
+from .config import WorkerSettings
+
+log = logging.getLogger("unmask.trainer")
+
+
+def run(settings: WorkerSettings, burst: bool = False) -> None:
+    """Work the fine-tune queue until SIGINT/SIGTERM (or until empty, with burst)."""
+    redis = Redis.from_url(settings.redis_url)
+    redis.ping()
+    for job_id in jobs.reap(redis):
+        log.warning("job %s was abandoned by a previous worker; marked failed", job_id)
+    queue = Queue(jobs.QUEUE, connection=redis)
+    worker = Worker([queue], connection=redis, name=f"unmask-{socket.gethostname()}-{os.getpid()}")
+    log.info("worker %s on %s (state in %s)", worker.name, jobs.QUEUE, settings.state_dir)
+    worker.work(burst=burst, with_scheduler=False, logging_level="INFO")

@@ -1,0 +1,151 @@
+"""Redis, the API and an RQ worker as real processes: fine-tune, publish, hot reload, and the faults."""
+
+import json
+import os
+import signal
+
+import httpx
+import openai
+import pytest
+from redis import Redis
+
+from diffusion_core.store import Store
+from tests.processes import Processes, leftovers, wait_for, wait_http
+
+KEY = "e2e-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CORPUS = "\n\n".join(
+    [
+        "the quick brown fox jumps over the lazy dog.",
+        "a journey of a thousand miles begins with a single step.",
+        "all that glitters is not gold, said the old man.",
+        "she sells sea shells by the sea shore every morning.",
+    ]
+    * 10
+)
+SMALL = {"max_steps": 12, "batch_size": 4, "max_length": 32}
+ENDLESS = {"max_steps": 1_000_000, "batch_size": 4, "max_length": 32}
+
+
+@pytest.fixture
+def stack(tmp_path, redis_url, tiny_checkpoint):
+    """(base URL, store, processes): the API and one worker against the session's Redis."""
+    from services.stack.redis_server import free_port
+
+    state = tmp_path / "state"
+    env = {
+        "REDIS_URL": redis_url,
+        "UNMASK_STATE_DIR": str(state),
+        "UNMASK_MODEL": str(tiny_checkpoint),
+        "UNMASK_DEVICE": "cpu",
+        "UNMASK_API_KEY": KEY,
+        "UNMASK_RELOAD_POLL_S": "0.2",
+        "UNMASK_HEARTBEAT_TTL_S": "3",
+    }
+    procs = Processes(tmp_path / "logs", env)
+    port = free_port()
+    procs.spawn("api", "serve", "--port", str(port))
+    procs.spawn("worker", "worker")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/ready")
+        yield base, Store(state, Redis.from_url(redis_url)), procs
+    finally:
+        procs.stop_all()
+    assert leftovers(str(state)) == []
+
+
+def job_status(base: str, job_id: str) -> dict:
+    return httpx.get(f"{base}/v1/fine_tuning/jobs/{job_id}").json()
+
+
+def finished(base: str, job_id: str) -> dict:
+    return wait_for(lambda: (j := job_status(base, job_id))["status"] in ("succeeded", "failed", "cancelled") and j)
+
+
+def generate(base: str, **params) -> httpx.Response:
+    body = {"inputs": "the quick", "parameters": {"max_new_tokens": 6, "steps": 3, "sampling": "greedy", **params}}
+    return httpx.post(base + "/generate", json=body, timeout=30)
+
+
+def test_fine_tune_end_to_end_with_the_openai_client(stack, tmp_path):
+    base, store, procs = stack
+    client = openai.OpenAI(base_url=base + "/v1", api_key=KEY)
+    data = tmp_path / "corpus.txt"
+    data.write_text(CORPUS)
+    file = client.files.create(file=data.open("rb"), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=file.id, hyperparameters=SMALL, suffix="fox")
+    assert job.status == "queued"
+    before = generate(base).json()["generated_text"]
+
+    with httpx.stream("GET", f"{base}/v1/fine_tuning/jobs/{job.id}/stream", timeout=120) as stream:
+        messages = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
+    progress = [m["data"] for m in messages if m.get("object") == "fine_tuning.job.event" and m["data"]]
+    assert progress and progress[-1]["step"] == 12 and progress[-1]["total_steps"] == 12
+    assert progress[-1]["level_losses"] and progress[-1]["eta_s"] == 0
+    done = client.fine_tuning.jobs.retrieve(job.id)
+    assert done.status == "succeeded", procs.log("worker")[-3000:]
+    assert done.fine_tuned_model.startswith("ft:tiny:fox:") and done.trained_tokens > 0
+    events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+    assert events[0].message == "The job has successfully completed"
+
+    version = store.version(done.fine_tuned_model)["version"]
+    wait_for(lambda: httpx.get(base + "/info").json()["model"]["checkpoint"] == version, timeout=30)
+    assert httpx.get(base + "/info").json()["model"]["id"] == done.fine_tuned_model
+    assert [m.id for m in client.models.list().data] == ["tiny", done.fine_tuned_model]
+    tuned = generate(base)
+    assert tuned.status_code == 200
+    assert generate(base, model=done.fine_tuned_model).json()["generated_text"] == tuned.json()["generated_text"]
+    assert (store.checkpoints_dir / version / "training_log.json").is_file()
+    assert not store.staging(job.id).parent.exists()
+
+    rolled = httpx.post(f"{base}/v1/checkpoints/base/activate", headers=AUTH, timeout=60).json()
+    assert rolled["serving"] == "base" and generate(base).json()["generated_text"] == before
+
+
+def test_a_killed_worker_loses_nothing_and_a_resubmitted_job_succeeds(stack, tmp_path):
+    base, store, procs = stack
+    body = {"model": "tiny", "training_texts": CORPUS.split("\n\n"), "hyperparameters": ENDLESS}
+    job = httpx.post(f"{base}/v1/fine_tuning/jobs", json=body, headers=AUTH).json()
+    wait_for(lambda: (job_status(base, job["id"]).get("progress") or {}).get("step", 0) >= 20)
+    victims = [pid for pid in leftovers(str(store.root)) if pid != procs.started["api"].pid]
+    assert len(victims) == 2  # the worker and its work horse
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    procs.started.pop("worker").wait(timeout=10)
+
+    failed = finished(base, job["id"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "abandoned"
+    assert store.versions() == [] and store.current() is None
+    published = [p for p in store.checkpoints_dir.glob("*") if not p.name.startswith(".")]
+    assert published == []
+    assert generate(base).status_code == 200
+
+    procs.spawn("worker2", "worker")
+    small = {**body, "hyperparameters": SMALL}
+    again = httpx.post(f"{base}/v1/fine_tuning/jobs", json=small, headers=AUTH).json()
+    assert finished(base, again["id"])["status"] == "succeeded", procs.log("worker2")[-3000:]
+
+
+def test_cancel_stops_a_running_job_and_bad_data_fails_it_clearly(stack):
+    base, store, procs = stack
+    body = {"model": "tiny", "training_texts": CORPUS.split("\n\n"), "hyperparameters": ENDLESS}
+    job = httpx.post(f"{base}/v1/fine_tuning/jobs", json=body, headers=AUTH).json()
+    wait_for(lambda: (job_status(base, job["id"]).get("progress") or {}).get("step", 0) >= 10)
+    httpx.post(f"{base}/v1/fine_tuning/jobs/{job['id']}/cancel", headers=AUTH)
+    cancelled = finished(base, job["id"])
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["progress"]["step"] < 10 + 200  # stopped within a few steps of the request
+    assert store.versions() == [] and not store.staging(job["id"]).parent.exists()
+
+    file = store.add_file(CORPUS.encode(), "corpus.txt", "fine-tune")
+    lost = httpx.post(
+        f"{base}/v1/fine_tuning/jobs", json={"model": "tiny", "training_file": file["id"]}, headers=AUTH
+    ).json()
+    store.delete_file(file["id"])  # gone before the worker starts it
+    failed = finished(base, lost["id"])
+    assert failed["status"] == "failed" and "no longer exists" in failed["error"]["message"]
+    assert failed["error"]["param"] == "training_file"
+
+    ok = httpx.post(f"{base}/v1/fine_tuning/jobs", json={**body, "hyperparameters": SMALL}, headers=AUTH).json()
+    assert finished(base, ok["id"])["status"] == "succeeded"  # the worker survived both
