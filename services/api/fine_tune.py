@@ -57,6 +57,11 @@ def create(body: FineTuneRequest, settings: Settings, registry: ModelRegistry, s
         training = _file(store, body.training_file or "", "training_file")
     if body.validation_file is not None:
         _file(store, body.validation_file, "validation_file")
+    entry = registry.get(body.model)
+    hyperparameters = body.hyperparameters.resolved(entry.positions if entry else 128)
+    if entry is not None and hyperparameters["max_length"] > entry.positions:
+        message = f"max_length {hyperparameters['max_length']} exceeds the model's {entry.positions} positions"
+        raise ApiError(422, message, "hyperparameters.max_length")
     job_id = jobs.new_id()
     record = {
         "id": job_id,
@@ -70,7 +75,7 @@ def create(body: FineTuneRequest, settings: Settings, registry: ModelRegistry, s
         "status": "validating_files",
         "training_file": training["id"],
         "validation_file": body.validation_file,
-        "hyperparameters": body.hyperparameters.resolved(),
+        "hyperparameters": hyperparameters,
         "trained_tokens": None,
         "error": None,
         "seed": body.seed if body.seed is not None else int(time.time()) % (2**31),
@@ -80,24 +85,45 @@ def create(body: FineTuneRequest, settings: Settings, registry: ModelRegistry, s
         "integrations": [],
         "progress": None,
         "version": None,
+        "attempt": 1,
         "base": base,
     }
     jobs.create(store.redis, record)
-    Queue(jobs.QUEUE, connection=store.redis).enqueue_call(
+    _enqueue(store.redis, record, settings)
+    jobs.transition(store.redis, job_id, "queued", ("validating_files",))
+    jobs.add_event(store.redis, job_id, f"Validated training file: {training['id']} ({training['documents']} documents)")
+    jobs.add_event(store.redis, job_id, "Job enqueued; waiting for a worker")
+    return fetch(store.redis, job_id)
+
+
+def _rq_id(record: dict[str, Any]) -> str:
+    attempt = record.get("attempt", 1)
+    return record["id"] if attempt == 1 else f"{record['id']}-{attempt}"
+
+
+def _enqueue(redis: Redis, record: dict[str, Any], settings: Settings) -> None:
+    Queue(jobs.QUEUE, connection=redis).enqueue_call(
         jobs.TASK,
-        args=(job_id,),
-        job_id=job_id,
+        args=(record["id"],),
+        job_id=_rq_id(record),
         timeout=settings.job_timeout_s,
         result_ttl=RESULT_TTL_S,
         failure_ttl=FAILURE_TTL_S,
-        description=f"fine-tune {body.model} on {training['id']}",
+        description=f"fine-tune {record['model']} on {record['training_file']}",
     )
-    jobs.transition(store.redis, job_id, "queued", ("validating_files",))
-    jobs.add_event(
-        store.redis, job_id, f"Validated training file: {training['id']} ({training['documents']} documents)"
-    )
-    jobs.add_event(store.redis, job_id, "Job enqueued; waiting for a worker")
-    return fetch(store.redis, job_id)
+
+
+def resume(redis: Redis, job_id: str, settings: Settings) -> dict[str, Any]:
+    """Queue a job its worker abandoned again; it continues from its last snapshot."""
+    record = fetch(redis, job_id)
+    if record["status"] != "failed" or (record["error"] or {}).get("code") != "abandoned":
+        raise ApiError(409, "only a job abandoned by its worker can be resumed", "fine_tuning_job_id")
+    attempt = record.get("attempt", 1) + 1
+    if not jobs.transition(redis, job_id, "queued", ("failed",), error=None, finished_at=None, attempt=attempt):
+        raise ApiError(409, f"job {job_id} changed state; look again", "fine_tuning_job_id")
+    _enqueue(redis, {**record, "attempt": attempt}, settings)
+    jobs.add_event(redis, job_id, f"Job resumed (attempt {attempt}); training continues from its last snapshot")
+    return fetch(redis, job_id)
 
 
 def fetch(redis: Redis, job_id: str) -> dict[str, Any]:
@@ -122,7 +148,7 @@ def cancel(redis: Redis, job_id: str) -> dict[str, Any]:
     if jobs.transition(redis, job_id, "cancelled", jobs.PENDING):
         jobs.add_event(redis, job_id, "The job was cancelled before it started")
         try:
-            Job.fetch(job_id, connection=redis).cancel()
+            Job.fetch(_rq_id(record), connection=redis).cancel()
         except NoSuchJobError:
             pass
     else:

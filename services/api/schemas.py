@@ -122,11 +122,13 @@ class Hyperparameters(BaseModel):
         None, min_length=1, max_length=64, description="masking rates trained on; none: 1.0, 0.9 ... 0.1"
     )
     prefix_max: int = Field(16, ge=0, le=1024, description="leading tokens per example kept unmasked (0 ... P)")
-    max_length: int = Field(128, ge=16, le=2048, description="tokens per packed training block")
+    max_length: Literal["auto"] | Annotated[int, Field(ge=16, le=2048)] = Field(
+        "auto", description="tokens per packed training block; auto: 128, or the model's positions if fewer"
+    )
 
-    def resolved(self) -> dict[str, Any]:
+    def resolved(self, positions: int) -> dict[str, Any]:
         values = self.model_dump()
-        auto = {"n_epochs": 3, "batch_size": 16, "learning_rate": 1e-4}
+        auto = {"n_epochs": 3, "batch_size": 16, "learning_rate": 1e-4, "max_length": min(128, positions)}
         return {k: auto[k] if v == "auto" else v for k, v in values.items()}
 
 

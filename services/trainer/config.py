@@ -17,4 +17,5 @@ class WorkerSettings(BaseSettings):
     state_dir: Path = Field(Path(".unmask"), description="shared store: uploaded files and checkpoints")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     keep_versions: int = Field(3, ge=1, description="published checkpoint versions kept (the current one always)")
+    snapshot_every: int = Field(200, ge=1, description="steps between resumable snapshots of a running job")
     heartbeat_ttl_s: int = Field(30, ge=2, description="a job whose worker is silent this long is failed as abandoned")

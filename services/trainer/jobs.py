@@ -25,6 +25,13 @@ from .config import WorkerSettings
 
 log = logging.getLogger("unmask.trainer")
 CANCEL_POLL_S = 0.5
+ERROR_CODES = {
+    "InputError": "invalid_training_data",
+    "ConfigError": "invalid_hyperparameters",
+    "CheckpointError": "invalid_base_model",
+    "TokenizerError": "invalid_base_model",
+}
+HYPERPARAMETERS = ("max_length", "batch_size", "learning_rate", "levels", "prefix_max", "warmup_steps", "max_steps")
 
 
 class _Watch:
@@ -123,6 +130,7 @@ def _train(
         prefix_max=hp["prefix_max"],
         seed=record["seed"],
         device=settings.device,
+        save_every=settings.snapshot_every,
         resume=True,
     )
 
@@ -169,7 +177,8 @@ def _fail(redis: Redis, job_id: str, exc: Exception, watch: _Watch, staging: Pat
     if watch.orphaned:
         error = {"code": "abandoned", "message": "the worker process died; the job stopped", "param": None}
     elif isinstance(exc, UnmaskError):
-        error = {"code": "invalid_training_data", "message": str(exc), "param": exc.param}
+        code = ERROR_CODES.get(type(exc).__name__, "invalid_job")
+        error = {"code": code, "message": str(exc), "param": _param(exc.param)}
     else:
         log.exception("fine-tune job %s failed", job_id)
         error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}", "param": None}
@@ -178,6 +187,11 @@ def _fail(redis: Redis, job_id: str, exc: Exception, watch: _Watch, staging: Pat
     jobs.transition(redis, job_id, "failed", ("running",), error=error)
     jobs.add_event(redis, job_id, f"The job failed: {error['message']}", level="error")
     return {"failed": job_id, "error": error}
+
+
+def _param(name: str | None) -> str | None:
+    """A core parameter name as the job request spells it."""
+    return f"hyperparameters.{name}" if name in HYPERPARAMETERS else name
 
 
 def _version_record(record: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from .model import (
     fresh_masked_lm,
     load_tokenizer,
     masked_logits,
+    max_positions,
     pick_device,
 )
 from .plots import line_chart
@@ -134,6 +135,9 @@ def _prepare(config: TrainConfig) -> _Run:
     else:
         tokenizer = load_tokenizer(config.tokenizer) if config.tokenizer else train_bpe(docs, config.vocab_size)
         model = fresh_masked_lm(config.architecture or "", tokenizer, config.max_length).to(device)  # type: ignore[arg-type]
+    if config.max_length > max_positions(model, tokenizer):
+        limit = max_positions(model, tokenizer)
+        raise ConfigError(f"max_length {config.max_length} exceeds the model's {limit} positions", "max_length")
     if config.dropout is not None:
         _set_dropout(model, config.dropout)
     special = SpecialTokens.of(tokenizer)

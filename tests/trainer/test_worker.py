@@ -41,6 +41,7 @@ def stack(tmp_path, redis_url, tiny_checkpoint):
         "UNMASK_API_KEY": KEY,
         "UNMASK_RELOAD_POLL_S": "0.2",
         "UNMASK_HEARTBEAT_TTL_S": "3",
+        "UNMASK_SNAPSHOT_EVERY": "10",
     }
     procs = Processes(tmp_path / "logs", env)
     port = free_port()
@@ -103,16 +104,18 @@ def test_fine_tune_end_to_end_with_the_openai_client(stack, tmp_path):
     assert rolled["serving"] == "base" and generate(base).json()["generated_text"] == before
 
 
-def test_a_killed_worker_loses_nothing_and_a_resubmitted_job_succeeds(stack, tmp_path):
+def test_a_killed_worker_loses_nothing_and_its_job_resumes_from_a_snapshot(stack, tmp_path):
     base, store, procs = stack
-    body = {"model": "tiny", "training_texts": CORPUS.split("\n\n"), "hyperparameters": ENDLESS}
+    body = {"model": "tiny", "training_texts": CORPUS.split("\n\n"), "hyperparameters": {**SMALL, "max_steps": 400}}
     job = httpx.post(f"{base}/v1/fine_tuning/jobs", json=body, headers=AUTH).json()
-    wait_for(lambda: (job_status(base, job["id"]).get("progress") or {}).get("step", 0) >= 20)
+    wait_for(lambda: (job_status(base, job["id"]).get("progress") or {}).get("step", 0) >= 20, every=0.05)
     victims = [pid for pid in leftovers(str(store.root)) if pid != procs.started["api"].pid]
     assert len(victims) == 2  # the worker and its work horse
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
     procs.started.pop("worker").wait(timeout=10)
+    killed_at = job_status(base, job["id"])["progress"]["step"]
+    assert killed_at < 400
 
     failed = finished(base, job["id"])
     assert failed["status"] == "failed" and failed["error"]["code"] == "abandoned"
@@ -122,9 +125,18 @@ def test_a_killed_worker_loses_nothing_and_a_resubmitted_job_succeeds(stack, tmp
     assert generate(base).status_code == 200
 
     procs.spawn("worker2", "worker")
-    small = {**body, "hyperparameters": SMALL}
-    again = httpx.post(f"{base}/v1/fine_tuning/jobs", json=small, headers=AUTH).json()
+    again = httpx.post(f"{base}/v1/fine_tuning/jobs", json=body, headers=AUTH).json()
     assert finished(base, again["id"])["status"] == "succeeded", procs.log("worker2")[-3000:]
+
+    resumed = httpx.post(f"{base}/v1/fine_tuning/jobs/{job['id']}/resume", headers=AUTH).json()
+    assert resumed["status"] == "queued" and resumed["error"] is None
+    assert finished(base, job["id"])["status"] == "succeeded", procs.log("worker2")[-3000:]
+    events = httpx.get(f"{base}/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 1000}).json()["data"]
+    in_order = list(reversed(events))
+    resumed_at = next(i for i, e in enumerate(in_order) if e["message"].startswith("Job resumed"))
+    first_step = next(e["data"]["step"] for e in in_order[resumed_at:] if e["data"])
+    assert first_step > 10  # the second attempt started from a snapshot (step 10 or later), not from step 0
+    assert httpx.post(f"{base}/v1/fine_tuning/jobs/{job['id']}/resume", headers=AUTH).status_code == 409
 
 
 def test_cancel_stops_a_running_job_and_bad_data_fails_it_clearly(stack):

@@ -46,6 +46,12 @@ async def cancel_job(job_id: str, redis: RedisDep) -> dict[str, Any]:
     return fine_tune.cancel(redis, job_id)
 
 
+@router.post("/{job_id}/resume", dependencies=[ApiKeyDep])
+async def resume_job(job_id: str, redis: RedisDep, settings: SettingsDep) -> dict[str, Any]:
+    """Re-queue a job whose worker died; it picks up from its last snapshot."""
+    return fine_tune.resume(redis, job_id, settings)
+
+
 @router.get("/{job_id}/events")
 async def list_events(
     job_id: str, redis: RedisDep, after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20
