@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test install serve bench clean
+.PHONY: run test install serve worker bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,15 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The whole product: a private Redis, the API with the viewer, one training worker.
+run: $(STAMP)
+	$(BIN)/unmask up
+
 serve: $(STAMP)
 	$(BIN)/unmask serve
+
+worker: $(STAMP)
+	$(BIN)/unmask worker
 
 bench: $(STAMP)
 	$(BIN)/python bench/sampler.py

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> dict:
     return {"serve": serve}
 
 
-def _check_port(host: str, port: int) -> None:
+def check_port(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -38,7 +38,7 @@ def serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(f"UNMASK_{str(first['loc'][0]).upper()}: {first['msg']}") from None
-    _check_port(args.host, args.port)
+    check_port(args.host, args.port)
     print(f"unmask API on http://{args.host}:{args.port} (docs at /docs)", flush=True)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, ws="websockets-sansio", log_level="info")
     return 0

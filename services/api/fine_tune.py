@@ -91,7 +91,8 @@ def create(body: FineTuneRequest, settings: Settings, registry: ModelRegistry, s
     jobs.create(store.redis, record)
     _enqueue(store.redis, record, settings)
     jobs.transition(store.redis, job_id, "queued", ("validating_files",))
-    jobs.add_event(store.redis, job_id, f"Validated training file: {training['id']} ({training['documents']} documents)")
+    documents = training["documents"]
+    jobs.add_event(store.redis, job_id, f"Validated training file: {training['id']} ({documents} documents)")
     jobs.add_event(store.redis, job_id, "Job enqueued; waiting for a worker")
     return fetch(store.redis, job_id)
 
@@ -134,9 +135,16 @@ def fetch(redis: Redis, job_id: str) -> dict[str, Any]:
     return public(record)
 
 
+FIELDS = (
+    "id", "object", "model", "created_at", "finished_at", "fine_tuned_model", "organization_id", "result_files",
+    "status", "validation_file", "training_file", "hyperparameters", "trained_tokens", "error", "seed", "suffix",
+    "metadata", "estimated_finish", "integrations", "progress", "version", "attempt",
+)  # fmt: skip
+
+
 def public(record: dict[str, Any]) -> dict[str, Any]:
-    """The job object as clients see it (the worker's base resolution stays inside)."""
-    return {k: v for k, v in record.items() if k != "base"}
+    """The job object as clients see it, in a stable order (the worker's base resolution stays inside)."""
+    return {k: record.get(k) for k in FIELDS}
 
 
 def cancel(redis: Redis, job_id: str) -> dict[str, Any]:

@@ -1,0 +1,182 @@
+"""`unmask up`: a private Redis, the API and the workers as child processes, stopped together.
+
+Children run in their own sessions, so a Ctrl-C reaches only this process, which then stops
+them in order: workers first (a running job is stopped and can be resumed later), then the
+API, then Redis. Their output is printed with a prefix per part.
+"""
+
+import fcntl
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from diffusion_core.errors import ConfigError
+
+from .config import StackSettings
+from .redis_server import RedisServer
+
+READY_TIMEOUT_S = 600.0
+STOP_TIMEOUT_S = 6.0
+
+
+def _print(prefix: str, line: str) -> None:
+    sys.stdout.write(f"{prefix:<9}| {line}")
+    sys.stdout.flush()
+
+
+def _pump(prefix: str, stream: IO[str]) -> None:
+    for line in stream:
+        _print(prefix, line)
+
+
+class Child:
+    """One part of the stack: a process in its own session whose output is prefixed."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.process = subprocess.Popen(
+            args,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        self._pump = threading.Thread(target=_pump, args=(name, self.process.stdout), daemon=True)
+        self._pump.start()
+
+    def stop(self, signals: tuple[int, ...] = (signal.SIGTERM,), wait_s: float = STOP_TIMEOUT_S) -> None:
+        """Send each signal in turn, waiting up to wait_s after each; then kill the whole group."""
+        for sig in signals:
+            if self.process.poll() is not None:
+                break
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._pump.join(timeout=2)
+
+
+@contextmanager
+def _lock(state: Path) -> Iterator[None]:
+    """One `unmask up` per state folder: a second one stops with a clear error instead of sharing it."""
+    state.mkdir(parents=True, exist_ok=True)
+    handle = (state / "up.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "?"
+        message = f"another `unmask up` (pid {owner}) is using {state}; stop it or set UNMASK_STATE_DIR"
+        raise ConfigError(message) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def api_key(settings: StackSettings) -> str:
+    """The configured key, else the one generated on the first run (kept in the state folder)."""
+    if settings.api_key:
+        return settings.api_key
+    path = settings.state_dir / "api_key"
+    if path.is_file() and len(path.read_text().strip()) >= 16:
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(24)
+    tmp = path.with_name("api_key.tmp")
+    tmp.write_text(key + "\n")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return key
+
+
+def _wait_ready(url: str, children: list[Child]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for child in children:
+            if child.process.poll() is not None:
+                raise ConfigError(f"{child.name} exited with status {child.process.returncode} while starting")
+        try:
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise ConfigError(f"the API was not ready within {READY_TIMEOUT_S:.0f} s")
+
+
+def up(settings: StackSettings) -> int:
+    """Run the stack until Ctrl-C (or SIGTERM, or a part dying); returns the exit status."""
+    from services.api.cli import check_port
+
+    check_port(settings.host, settings.port)
+    state = settings.state_dir.resolve()
+    with _lock(state):
+        key = api_key(settings)
+        redis = None if settings.redis_url else RedisServer(state / "redis")
+        stopping = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        children: list[Child] = []
+        try:
+            redis_url = settings.redis_url or redis.start()  # type: ignore[union-attr]
+            if redis is not None:
+                _print("redis", f"private redis-server on {redis_url} (data in {state / 'redis'})\n")
+            env = {
+                **os.environ,
+                "REDIS_URL": redis_url,
+                "UNMASK_STATE_DIR": str(state),
+                "UNMASK_API_KEY": key,
+                "PYTHONUNBUFFERED": "1",
+            }
+            if settings.model:
+                env["UNMASK_MODEL"] = settings.model
+            cli = [sys.executable, "-m", "diffusion_core.cli"]
+            serve = [*cli, "serve", "--host", settings.host, "--port", str(settings.port)]
+            children.append(Child("api", serve, env))
+            for n in range(settings.workers):
+                children.append(Child("worker" if settings.workers == 1 else f"worker{n + 1}", [*cli, "worker"], env))
+            url = f"http://{settings.host}:{settings.port}"
+            _wait_ready(url, children)
+            print(f"\n  unmask is up: {url}\n  API key:      {key}\n  state folder: {state}\n", flush=True)
+            return _watch(children, stopping)
+        finally:
+            for child in reversed(children):  # workers, then the API
+                if child.name.startswith("worker"):  # RQ: the second signal stops a running job at once
+                    child.stop((signal.SIGTERM, signal.SIGTERM), wait_s=1.0)
+                else:
+                    child.stop()
+            if redis is not None:
+                redis.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _watch(children: list[Child], stopping: threading.Event) -> int:
+    while not stopping.wait(0.5):
+        for child in children:
+            if child.process.poll() is not None:
+                _print(child.name, f"exited with status {child.process.returncode}; stopping everything\n")
+                return 1
+    print("\nstopping ...", flush=True)
+    return 0
