@@ -34,6 +34,10 @@ ERROR_CODES = {
 HYPERPARAMETERS = ("max_length", "batch_size", "learning_rate", "levels", "prefix_max", "warmup_steps", "max_steps")
 
 
+class _Reaped(Exception):
+    """The job was failed (abandoned) while this horse still ran it: publish nothing."""
+
+
 class _Watch:
     """Beats while the job runs; answers should_stop() for a cancel or a dead parent worker."""
 
@@ -83,16 +87,23 @@ def fine_tune(job_id: str) -> dict[str, Any]:
     assert rq_job is not None, "fine_tune runs inside an RQ worker"
     redis = rq_job.connection
     store = Store(settings.state_dir, redis)
+    import diffusion_core.training  # noqa: F401  (torch loads here, before the job counts as running)
+
     record = jobs.get(redis, job_id)
-    if record is None or not jobs.transition(redis, job_id, "running", jobs.PENDING):
-        return {"skipped": job_id}
-    jobs.add_event(redis, job_id, "Fine-tuning job started")
     staging = store.staging(job_id)
     version = new_version()
     with _Watch(redis, job_id, settings.heartbeat_ttl_s) as watch:
+        if record is None or not jobs.transition(redis, job_id, "running", jobs.PENDING):
+            return {"skipped": job_id}
+        jobs.add_event(redis, job_id, "Fine-tuning job started")
         try:
             path = _train(record, store, settings, staging, rq_job, watch)
+            if jobs.get(redis, job_id)["status"] != "running":  # type: ignore[index]
+                raise _Reaped()
             published = store.publish(path, version, _version_record(record, path), settings.keep_versions)
+        except _Reaped:
+            shutil.rmtree(staging.parent, ignore_errors=True)
+            return {"reaped": job_id}
         except Exception as exc:
             return _fail(redis, job_id, exc, watch, staging)
     shutil.rmtree(staging.parent, ignore_errors=True)

@@ -40,7 +40,7 @@ def stack(tmp_path, redis_url, tiny_checkpoint):
         "UNMASK_DEVICE": "cpu",
         "UNMASK_API_KEY": KEY,
         "UNMASK_RELOAD_POLL_S": "0.2",
-        "UNMASK_HEARTBEAT_TTL_S": "3",
+        "UNMASK_HEARTBEAT_TTL_S": "6",
         "UNMASK_SNAPSHOT_EVERY": "10",
     }
     procs = Processes(tmp_path / "logs", env)
