@@ -12,7 +12,7 @@ import time
 import torch
 
 from diffusion_core import GenerationConfig, checkpoint
-from diffusion_core.model import keep_freed_memory, quiet_transformers
+from diffusion_core.runtime import keep_freed_memory, quiet_transformers
 from diffusion_core.starter import (
     SAMPLE_PROMPTS,
     STARTER_AR,

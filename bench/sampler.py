@@ -16,7 +16,8 @@ import torch
 from transformers import RobertaConfig, RobertaForMaskedLM
 
 from diffusion_core import Canvas, Denoiser, GenerationConfig, run
-from diffusion_core.model import SpecialTokens, keep_freed_memory
+from diffusion_core.model import SpecialTokens
+from diffusion_core.runtime import keep_freed_memory
 
 SPECIAL = SpecialTokens(start=0, end=2, mask=4, pad=1)
 SIZES = {"small 4x256 8k": (4, 256, 4, 8000), "base 12x768 50k": (12, 768, 12, 50265), "starter 6x384 30k": None}

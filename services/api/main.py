@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis import Redis
 
-from diffusion_core.model import keep_freed_memory, quiet_transformers
+from diffusion_core.runtime import keep_freed_memory, quiet_transformers
 from diffusion_core.store import Store
 
 from . import errors

@@ -116,7 +116,7 @@ def fine_tune(job_id: str) -> dict[str, Any]:
 def _train(
     record: dict[str, Any], store: Store, settings: WorkerSettings, staging: Path, rq_job: Any, watch: _Watch
 ) -> Path:
-    from diffusion_core.model import keep_freed_memory, quiet_transformers
+    from diffusion_core.runtime import keep_freed_memory, quiet_transformers
     from diffusion_core.training import Progress, TrainConfig, train
 
     quiet_transformers()

@@ -4,6 +4,7 @@ It is the baseline of every diffusion-vs-AR comparison and the reference that sc
 generated text (gen-PPL).
 """
 
+import inspect
 import math
 import time
 from collections.abc import Iterator
@@ -142,10 +143,11 @@ def sample(
     ids = torch.tensor([[special.start] + tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=device)
     past, out = None, []
     params = SamplingParams(temperature=temperature, top_p=top_p)
+    cache = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # transformers 5
     for _ in range(max_new_tokens):
         t0 = time.perf_counter()
-        result = model(input_ids=ids, past_key_values=past, use_cache=True)
-        past = result.past_key_values
+        result = model(input_ids=ids, use_cache=True, **{cache: past})
+        past = getattr(result, cache)
         token = nucleus(
             result.logits[:, -1].float().cpu(), torch.rand(1, generator=generator, dtype=torch.float64), params
         )

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from .errors import UnmaskError
+from .errors import ConfigError, UnmaskError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -34,9 +34,12 @@ def default_model() -> str:
 
 
 def _generation_args(p: argparse.ArgumentParser) -> None:
+    from dataclasses import fields
+    from types import SimpleNamespace
+
     from .config import GenerationConfig
 
-    d = GenerationConfig()
+    d = SimpleNamespace(**{f.name: f.default for f in fields(GenerationConfig)})  # no validation: no torch
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="masks appended after the prompt")
     p.add_argument("--steps", type=int, default=d.steps, help="denoising steps (forward passes), at most")
     p.add_argument("--schedule", default=d.schedule, help="linear | cosine | exponential | loglinear")
@@ -112,6 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", default="auto", help="auto | bf16 | fp32")
     t.add_argument("--device", default="auto")
     t.add_argument("--resume", action="store_true", help="continue from <output>.run/")
+    v = sub.add_parser("visualize", help="record a generation as an animated GIF, PNG frames and an HTML player")
+    v.add_argument("prompt", help="prompt text; each <mask> is one token to fill in place")
+    v.add_argument("--out", required=True, help="folder for run.gif, frames/NNNN.png and run.html")
+    v.add_argument(
+        "--model", default=None, help="checkpoint directory or hub id (default: UNMASK_MODEL or the starter)"
+    )
+    v.add_argument("--device", default="auto")
+    _generation_args(v)
+
+    c = sub.add_parser("compare", help="diffusion and its autoregressive twin side by side, on one wall clock")
+    c.add_argument("prompt")
+    c.add_argument("--out", required=True, help="folder for compare.gif and compare.json")
+    c.add_argument("--model", default=None, help="diffusion checkpoint (default: UNMASK_MODEL or the starter)")
+    c.add_argument("--ar-model", default=None, help="causal LM checkpoint or hub id (default: the starter's twin)")
+    c.add_argument("--device", default="auto")
+    c.add_argument("--fps", type=float, default=10.0, help="GIF frames per second of wall-clock time")
+    _generation_args(c)
+
     s = sub.add_parser("starter", help="rebuild or re-evaluate the bundled starter models")
     s.add_argument("action", choices=["build", "eval"])
     s.add_argument("--work", default="runs/starter", help="folder for the corpus and resumable state")
@@ -204,9 +225,69 @@ def _starter(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("visualize")
+def _visualize(args: argparse.Namespace) -> int:
+    from . import animation, checkpoint
+    from .model import pick_device
+
+    model, tokenizer = checkpoint.load(args.model or default_model(), pick_device(args.device))
+    messages = list(animation.diffusion_messages(model, tokenizer, args.prompt, generation_config(args)))
+    out = Path(args.out)
+    images = animation.stills(messages)
+    gif = animation.save_gif(images, out / "run.gif")
+    animation.save_pngs(images, out / "frames")
+    page = out / "run.html"
+    page.write_text(animation.html(messages, f"unmask: {args.prompt}"))
+    print(f"{len(images)} frames ({len(messages) - 1} steps, {images[0].width}x{images[0].height} px)")
+    print(f"  {gif}\n  {out / 'frames'}/0000.png ... {len(images) - 1:04d}.png\n  {page}")
+    return 0
+
+
+@command("compare")
+def _compare(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from . import animation, checkpoint
+    from .model import pick_device
+    from .starter import STARTER_AR, STARTER_DIFFUSION
+
+    device = pick_device(args.device)
+    source = args.model or default_model()
+    if args.ar_model is None and Path(source).resolve() != STARTER_DIFFUSION.resolve():
+        raise ConfigError("--ar-model is required unless --model is the bundled starter", "ar_model")
+    model, tokenizer = checkpoint.load(source, device)
+    twin = checkpoint.load_causal_lm(args.ar_model or STARTER_AR, device)
+    config = generation_config(args)
+    seed = config.seed if config.seed is not None else 0
+
+    def record_ar(tokens: int) -> list[dict]:
+        return list(animation.ar_messages(twin, tokenizer, args.prompt, tokens, config.top_p, config.temperature, seed))
+
+    list(animation.diffusion_messages(model, tokenizer, args.prompt, replace(config, steps=2)))  # warm-up: the
+    record_ar(4)  # first passes of a process pay one-time kernel set-up that would skew the clock
+    diffusion = list(animation.diffusion_messages(model, tokenizer, args.prompt, config))
+    ar = record_ar(config.max_new_tokens)
+    out = Path(args.out)
+    images = animation.side_by_side(diffusion, ar, fps=args.fps)
+    gif = animation.save_gif(images, out / "compare.gif")
+    summary = {
+        side: {
+            "forward_passes": msgs[-1]["step"],
+            "tokens": sum(not f for f in msgs[-1]["samples"][0]["fixed"]),
+            "seconds": round(msgs[-1]["timing"]["elapsed_ms"] / 1000, 3),
+        }
+        for side, msgs in (("diffusion", diffusion), ("autoregressive", ar))
+    }
+    checkpoint.write_json(out / "compare.json", summary)
+    for side, row in summary.items():
+        print(f"{side:>15}: {row['tokens']} tokens, {row['forward_passes']} forward passes, {row['seconds']:.2f} s")
+    print(f"{len(images)} frames at {args.fps:g} fps: {gif}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .model import keep_freed_memory, quiet_transformers
+    from .runtime import keep_freed_memory, quiet_transformers
 
     quiet_transformers()
     keep_freed_memory()

@@ -4,9 +4,6 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 from .registry import lookup
-from .remasking import REMASKING
-from .sampling import SAMPLERS
-from .schedules import SCHEDULES
 
 MIN_TEMPERATURE = 0.01  # below it logits / T overflows float32; greedy is the limit
 
@@ -28,6 +25,10 @@ class GenerationConfig:
     forbid_eos: bool = False  # never end early at an end-of-text token
 
     def __post_init__(self) -> None:
+        from .remasking import REMASKING  # the registries hold torch functions; the CLI parser needs none
+        from .sampling import SAMPLERS
+        from .schedules import SCHEDULES
+
         lookup(SCHEDULES, self.schedule, "schedule", "schedule")
         lookup(SAMPLERS, self.sampling, "sampling rule", "sampling")
         lookup(REMASKING, self.remasking, "remasking rule", "remasking")

@@ -1,6 +1,5 @@
 """Loading masked LMs, choosing a device, and running the LM head on masked positions only."""
 
-import ctypes
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,32 +9,8 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, P
 
 from .errors import CheckpointError, ConfigError, TokenizerError
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-
 # Architectures whose learned positions start after the padding index (RoBERTa's offset of 2).
 _PADDING_OFFSET_TYPES = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"}
-
-
-def keep_freed_memory() -> None:
-    """Ask glibc to keep large freed blocks instead of returning them to the OS.
-
-    Every denoising step allocates logits of tens of MB; by default each such block is a fresh
-    mmap, and touching its pages costs more than the softmax over it. No-op without glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
-    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
-
-
-def quiet_transformers() -> None:
-    """Keep transformers' load-time progress bars and advice out of a user's terminal."""
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+from pathlib import Path
 
 import httpx
 import openai
@@ -78,6 +79,8 @@ def test_fine_tune_end_to_end_with_the_openai_client(stack, tmp_path):
     job = client.fine_tuning.jobs.create(model="tiny", training_file=file.id, hyperparameters=SMALL, suffix="fox")
     assert job.status == "queued"
     before = generate(base).json()["generated_text"]
+    maps = Path(f"/proc/{procs.started['worker'].pid}/maps").read_text()
+    assert "libtorch" not in maps  # torch loads in the forked work horse only
 
     with httpx.stream("GET", f"{base}/v1/fine_tuning/jobs/{job.id}/stream", timeout=120) as stream:
         messages = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]

@@ -1,0 +1,320 @@
+"""Denoising runs as pictures: frame messages, PNG stills, an animated GIF, a self-contained HTML player.
+
+Everything here works from *frame messages*, the JSON the WebSocket sends the viewer (one per
+step: a text piece, mask flag, reveal flag and confidence per position). The CLI builds them from
+core Frames, the server receives them back from the viewer for its GIF export: one format, one
+renderer. The font is the TrueType font bundled with Pillow, so a picture is the same on every
+machine.
+"""
+
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cache
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .config import GenerationConfig
+from .denoise import Denoiser, Frame, create_denoiser, run
+from .manifest import write_bytes
+from .render import TokenPieces
+
+Message = dict[str, Any]
+
+WIDTH = 760
+MARGIN = 16
+FONT_SIZE = 17
+LINE = 27
+MASK_WIDTH = 26
+FRAME_MS = 300  # each step on screen in a GIF
+HOLD_MS = 2500  # the finished text stays this long before the GIF loops
+COLORS = {
+    "background": (255, 255, 255),
+    "text": (34, 34, 34),
+    "muted": (110, 110, 110),
+    "prompt": (31, 78, 153),
+    "masked": (214, 214, 214),
+    "new": (255, 213, 79),
+    "bar": (31, 78, 153),
+    "track": (230, 230, 230),
+}
+LEGEND = (("prompt", "prompt"), ("masked", "still masked"), ("new", "revealed at this step"), ("text", "earlier"))
+
+
+def message(frame: Frame, state: Denoiser, pieces: TokenPieces, total_steps: int | None = None) -> Message:
+    """One step as the viewer receives it: per sample, the piece, mask, reveal and confidence of each position."""
+    live = state.attention > 0
+    samples = []
+    for row in range(frame.tokens.shape[0]):
+        keep = live[row]
+        conf = frame.confidence[row][keep].tolist()
+        samples.append(
+            {
+                "tokens": pieces(frame.tokens[row][keep].tolist()),
+                "masked": frame.masked[row][keep].tolist(),
+                "revealed": frame.revealed[row][keep].tolist(),
+                "fixed": state.fixed[row][keep].tolist(),
+                "confidence": [None if c != c else round(c, 4) for c in conf],
+            }
+        )
+    return {
+        "type": "frame",
+        "step": frame.step,
+        "steps": total_steps or state.config.steps,
+        "block": frame.block,
+        "done": frame.done,
+        "prompt_length": state.prompt_length,
+        "samples": samples,
+        "timing": {
+            "forward_ms": round(frame.forward_s * 1000, 2),
+            "step_ms": round(frame.step_s * 1000, 2),
+            "elapsed_ms": round(frame.elapsed_s * 1000, 2),
+        },
+    }
+
+
+def opening(state: Denoiser, pieces: TokenPieces) -> Message:
+    """Step 0: the prompt and every mask, before the first forward pass."""
+    live = state.attention[0] > 0
+    tokens, masked = state.tokens[0][live], state.masked[0][live]
+    n = int(live.sum())
+    sample = {
+        "tokens": pieces(tokens.tolist()),
+        "masked": masked.tolist(),
+        "revealed": [False] * n,
+        "fixed": state.fixed[0][live].tolist(),
+        "confidence": [None] * n,
+    }
+    timing = {"forward_ms": 0.0, "step_ms": 0.0, "elapsed_ms": 0.0}
+    return {"type": "frame", "step": 0, "steps": state.config.steps, "block": 0, "done": False, "samples": [sample],
+            "prompt_length": state.prompt_length, "timing": timing}  # fmt: skip
+
+
+def ar_message(prompt: list[str], written: list[str], step: int, elapsed_s: float, forward_s: float) -> Message:
+    """One token of autoregressive decoding in the same shape, so both sides render alike."""
+    n = len(prompt) + len(written)
+    sample = {
+        "tokens": prompt + written,
+        "masked": [False] * n,
+        "revealed": [False] * (n - 1) + [bool(written)],
+        "fixed": [True] * len(prompt) + [False] * len(written),
+        "confidence": [None] * n,
+    }
+    timing = {"forward_ms": round(forward_s * 1000, 2), "step_ms": 0.0, "elapsed_ms": round(elapsed_s * 1000, 2)}
+    return {"type": "frame", "step": step, "steps": None, "block": 0, "done": False, "samples": [sample],
+            "prompt_length": len(prompt), "timing": timing}  # fmt: skip
+
+
+def diffusion_messages(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, config: GenerationConfig
+) -> Iterator[Message]:
+    """The opening canvas, then one message per denoising step."""
+    pieces = TokenPieces(tokenizer)
+    state = create_denoiser(model, tokenizer, prompt, config)
+    yield opening(state, pieces)
+    for frame in run(model, state):
+        yield message(frame, state, pieces)
+
+
+def ar_messages(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    max_new_tokens: int,
+    top_p: float = 0.9,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> Iterator[Message]:
+    """The prompt, then one message per token of the causal LM (one forward pass each)."""
+    from .autoregressive import sample
+
+    pieces = TokenPieces(tokenizer)
+    prompt_pieces = pieces(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    yield ar_message(prompt_pieces, [], 0, 0.0, 0.0)
+    started = time.perf_counter()
+    for step, (ids, forward_s) in enumerate(sample(model, tokenizer, prompt, max_new_tokens, top_p, temperature, seed)):
+        yield ar_message(prompt_pieces, pieces(ids), step + 1, time.perf_counter() - started, forward_s)
+
+
+@dataclass(frozen=True)
+class _Token:
+    text: str
+    role: str  # prompt | masked | new | text
+    space: bool  # a space before it
+
+
+def _tokens(msg: Message, sample: int = 0) -> list[_Token]:
+    s = msg["samples"][sample]
+    out = []
+    for piece, masked, revealed, fixed in zip(s["tokens"], s["masked"], s["revealed"], s["fixed"]):
+        if not masked and not piece.strip():
+            continue
+        role = "masked" if masked else "prompt" if fixed else "new" if revealed else "text"
+        out.append(_Token(piece.strip(), role, masked or piece[:1].isspace()))
+    return out
+
+
+@cache
+def font(size: int = FONT_SIZE) -> ImageFont.FreeTypeFont:
+    loaded = ImageFont.load_default(size)
+    assert isinstance(loaded, ImageFont.FreeTypeFont), "Pillow was built without FreeType"
+    return loaded
+
+
+def _layout(tokens: list[_Token], width: int) -> list[tuple[_Token, float, int]]:
+    """(token, x, line) for each token, wrapped at `width`."""
+    f, space = font(), font().getlength(" ")
+    x, line, placed = 0.0, 0, []
+    for token in tokens:
+        w = MASK_WIDTH if token.role == "masked" else f.getlength(token.text)
+        gap = space if token.space and x > 0 else 0.0
+        if x + gap + w > width and x > 0:
+            x, line, gap = 0.0, line + 1, 0.0
+        placed.append((token, x + gap, line))
+        x += gap + w
+    return placed
+
+
+def _header(msg: Message, label: str) -> str:
+    step, steps = msg["step"], msg.get("steps")
+    elapsed = msg["timing"]["elapsed_ms"] / 1000
+    counter = f"step {step}/{steps}" if steps else f"token {step}"
+    return f"{label + '  ' if label else ''}{counter}  ·  {elapsed:.2f} s  ·  {step} forward passes"
+
+
+def draw(
+    msg: Message, width: int = WIDTH, lines: int | None = None, label: str = "", progress: float | None = None
+) -> Image.Image:
+    """One frame message as an RGB image (height fits `lines` lines of text, default: its own)."""
+    f = font()
+    placed = _layout(_tokens(msg), width - 2 * MARGIN)
+    n_lines = lines or (placed[-1][2] + 1 if placed else 1)
+    top = MARGIN + LINE + 14
+    height = top + n_lines * LINE + MARGIN + LINE
+    image = Image.new("RGB", (width, height), COLORS["background"])
+    pen = ImageDraw.Draw(image)
+    pen.text((MARGIN, MARGIN), _header(msg, label), font=f, fill=COLORS["muted"])
+    done = progress if progress is not None else (msg["step"] / msg["steps"] if msg.get("steps") else 1.0)
+    bar_y = MARGIN + LINE
+    pen.rectangle((MARGIN, bar_y, width - MARGIN, bar_y + 5), fill=COLORS["track"])
+    pen.rectangle((MARGIN, bar_y, MARGIN + (width - 2 * MARGIN) * min(1.0, done), bar_y + 5), fill=COLORS["bar"])
+    for token, x, line in placed:
+        x0, y0 = MARGIN + x, top + line * LINE
+        if token.role == "masked":
+            pen.rounded_rectangle((x0, y0 + 3, x0 + MASK_WIDTH - 4, y0 + LINE - 5), 4, fill=COLORS["masked"])
+            continue
+        if token.role == "new":
+            pen.rectangle((x0 - 1, y0 + 2, x0 + f.getlength(token.text) + 1, y0 + LINE - 3), fill=COLORS["new"])
+        pen.text((x0, y0 + 3), token.text, font=f, fill=COLORS["prompt" if token.role == "prompt" else "text"])
+    _legend(pen, height - MARGIN - LINE + 6)
+    return image
+
+
+def _legend(pen: ImageDraw.ImageDraw, y: int) -> None:
+    small, x = font(13), MARGIN
+    for color, name in LEGEND:
+        pen.rectangle((x, y + 3, x + 12, y + 15), fill=COLORS[color])
+        pen.text((x + 17, y + 1), name, font=small, fill=COLORS["muted"])
+        x += 17 + int(small.getlength(name)) + 18
+
+
+def _lines(messages: Sequence[Message], width: int) -> int:
+    return max(
+        (_layout(_tokens(m), width - 2 * MARGIN)[-1][2] + 1 for m in messages if _tokens(m)),
+        default=1,
+    )
+
+
+def stills(messages: Sequence[Message], width: int = WIDTH, label: str = "") -> list[Image.Image]:
+    """One image per frame message, all the same size."""
+    lines = _lines(messages, width)
+    return [draw(m, width, lines, label) for m in messages]
+
+
+def gif_bytes(images: Sequence[Image.Image], frame_ms: int = FRAME_MS, hold_ms: int = HOLD_MS) -> bytes:
+    """An animated GIF: one frame per image, the last one held before it loops."""
+    assert images, "nothing to animate"
+    durations = [frame_ms] * (len(images) - 1) + [hold_ms]
+    buffer = BytesIO()
+    first, *rest = [im.convert("P", palette=Image.Palette.ADAPTIVE, colors=64) for im in images]
+    first.save(buffer, format="GIF", save_all=True, append_images=rest, duration=durations, loop=0, optimize=False)
+    return buffer.getvalue()
+
+
+def save_gif(images: Sequence[Image.Image], path: str | Path) -> Path:
+    """gif_bytes written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(path, gif_bytes(images))
+    return path
+
+
+def save_pngs(images: Sequence[Image.Image], folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n, image in enumerate(images):
+        path = folder / f"{n:04d}.png"
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+def synchronised(left: Sequence[Message], right: Sequence[Message], fps: float = 10.0) -> list[tuple[Message, Message]]:
+    """Pairs of (left, right) frames on a common wall clock: at each tick, each side's latest frame."""
+    end = max(left[-1]["timing"]["elapsed_ms"], right[-1]["timing"]["elapsed_ms"]) / 1000
+    ticks = max(1, math.ceil(end * fps)) + 1
+    pairs = []
+    for tick in range(ticks):
+        t = tick / fps * 1000
+        pairs.append((_at(left, t), _at(right, t)))
+    return pairs
+
+
+def _at(messages: Sequence[Message], t_ms: float) -> Message:
+    current = messages[0]
+    for m in messages:
+        if m["timing"]["elapsed_ms"] > t_ms:
+            break
+        current = m
+    return current
+
+
+def side_by_side(
+    diffusion: Sequence[Message], autoregressive: Sequence[Message], fps: float = 10.0, width: int = 560
+) -> list[Image.Image]:
+    """Diffusion on the left, autoregressive on the right, frame for frame on one wall clock."""
+    pairs = synchronised(diffusion, autoregressive, fps)
+    lines = max(_lines(diffusion, width), _lines(autoregressive, width))
+    images = []
+    for left, right in pairs:
+        a = draw(left, width, lines, "diffusion")
+        b = draw(right, width, lines, "autoregressive", progress=_share(right, autoregressive))
+        both = Image.new("RGB", (a.width + b.width + 2, a.height), COLORS["track"])
+        both.paste(a, (0, 0))
+        both.paste(b, (a.width + 2, 0))
+        images.append(both)
+    return images
+
+
+def _share(msg: Message, run: Sequence[Message]) -> float:
+    return msg["step"] / max(1, run[-1]["step"])
+
+
+PLAYER = (Path(__file__).parent / "player.html").read_text
+
+
+def html(messages: Sequence[Message], title: str) -> str:
+    """A self-contained page that replays the run (play, pause, step, scrub); no network needed."""
+    data = json.dumps(list(messages)).replace("</", "<\\/")
+    return PLAYER().replace("__TITLE__", _escape(title)).replace("__FRAMES__", data)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
