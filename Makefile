@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install serve worker bench clean
+.PHONY: run test install serve worker bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,14 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The browser tests need Chromium: installed with apt when missing and this is root, else a clear message.
+chromium:
+	@[ -n "$$UNMASK_CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  { echo "the browser tests need Chromium: sudo apt-get install chromium (or set UNMASK_CHROMIUM)"; exit 1; }
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 # The whole product: a private Redis, the API with the viewer, one training worker.

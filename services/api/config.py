@@ -21,6 +21,10 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(64 * 1024, ge=1024, description="largest request body")
     batching: bool = Field(True, description="share forward passes between requests (off: one request at a time)")
     autocast: bool = Field(False, description="bf16 autocast for forward passes")
+    ar_model: str | None = Field(
+        None, description="causal LM shown beside diffusion in the viewer; default: the starter's twin with the starter"
+    )
+    web_dir: Path | None = Field(None, description="the viewer's static files; default: web/ in the source tree")
     redis_url: str | None = Field(
         None,
         validation_alias=AliasChoices("REDIS_URL", "UNMASK_REDIS_URL"),

@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -49,6 +50,7 @@ class Ticket:
         self.started: float | None = None
         self.forward_s = 0.0
         self.dropped = 0
+        self.opening: dict[str, Any] | None = None  # the step-0 frame message, for streams
 
     def cancel(self) -> None:
         """The client went away: the engine drops this request at the next step boundary."""

@@ -6,7 +6,16 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from diffusion_core import CheckpointError, ConfigError, Frame, GenerationConfig, InputError, create_denoiser, decode
+from diffusion_core import (
+    CheckpointError,
+    ConfigError,
+    Frame,
+    GenerationConfig,
+    InputError,
+    animation,
+    create_denoiser,
+    decode,
+)
 
 from .config import Settings
 from .engine import Engine, Overloaded, Ticket
@@ -61,40 +70,17 @@ def submit(
         state = create_denoiser(entry.model, entry.tokenizer, inputs, GenerationConfig(**fields))
     except (ConfigError, InputError) as exc:
         raise from_core(exc) from None
+    opening = animation.opening(state, entry.pieces) if stream else None  # before the engine touches state
     try:
-        return engine.submit(state, entry, stream)
+        ticket = engine.submit(state, entry, stream)
     except Overloaded:
         raise ApiError(429, "the server is at capacity; retry shortly", headers={"Retry-After": "1"}) from None
+    ticket.opening = opening
+    return ticket
 
 
 def frame_message(ticket: Ticket, frame: Frame) -> dict[str, Any]:
-    """One step for a viewer: per sample, the text piece, mask, reveal and confidence of each position."""
-    live = ticket.state.attention > 0
-    samples = []
-    for row in range(frame.tokens.shape[0]):
-        keep = live[row]
-        conf = frame.confidence[row][keep].tolist()
-        samples.append(
-            {
-                "tokens": ticket.entry.pieces(frame.tokens[row][keep].tolist()),
-                "masked": frame.masked[row][keep].tolist(),
-                "revealed": frame.revealed[row][keep].tolist(),
-                "confidence": [None if c != c else round(c, 4) for c in conf],
-            }
-        )
-    return {
-        "type": "frame",
-        "step": frame.step,
-        "block": frame.block,
-        "done": frame.done,
-        "prompt_length": ticket.state.prompt_length,
-        "samples": samples,
-        "timing": {
-            "forward_ms": round(frame.forward_s * 1000, 2),
-            "step_ms": round(frame.step_s * 1000, 2),
-            "elapsed_ms": round(frame.elapsed_s * 1000, 2),
-        },
-    }
+    return animation.message(frame, ticket.state, ticket.entry.pieces)
 
 
 def results(ticket: Ticket, params: GenerateParameters, started: float) -> list[GenerateResponse]:

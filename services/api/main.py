@@ -4,8 +4,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from redis import Redis
 
 from diffusion_core.runtime import keep_freed_memory, quiet_transformers
@@ -16,11 +18,12 @@ from .config import Settings
 from .engine import Engine
 from .metrics import Metrics
 from .middleware import PayloadLimit
-from .registry import ModelRegistry
+from .registry import ModelRegistry, twin_source
 from .reloader import Reloader
-from .routes import checkpoints, files, fine_tuning, generate, health, openai
+from .routes import autoregressive, checkpoints, files, fine_tuning, generate, health, openai, render
 
 log = logging.getLogger("unmask.api")
+WEB = Path(__file__).resolve().parents[2] / "web"  # the static viewer, served at /
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,7 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics = Metrics()
         redis = _redis(settings.redis_url)
         store = Store(settings.state_dir, redis) if redis is not None else None
-        registry = ModelRegistry(settings.model, settings.device, store, settings.max_loaded_models)
+        twin = twin_source(settings.ar_model, settings.model)
+        registry = ModelRegistry(settings.model, settings.device, store, settings.max_loaded_models, twin)
         engine = Engine(
             metrics, settings.max_concurrent_requests, settings.max_queue, settings.batching, settings.autocast
         )
@@ -65,10 +69,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
 
-    uploads = {"/v1/files": settings.max_upload_bytes, "/v1/fine_tuning/jobs": settings.max_upload_bytes}
+    uploads = {
+        path: settings.max_upload_bytes for path in ("/v1/files", "/v1/fine_tuning/jobs", "/render/gif", "/render/html")
+    }
     app.add_middleware(PayloadLimit, max_bytes=settings.max_payload_bytes, overrides=uploads)
-    for router in (generate.router, openai.router, files.router, fine_tuning.router, checkpoints.router, health.router):
-        app.include_router(router)
+    routers = (generate, autoregressive, render, openai, files, fine_tuning, checkpoints, health)
+    for module in routers:
+        app.include_router(module.router)
+    web = settings.web_dir or WEB
+    if web.is_dir():
+        app.mount("/", StaticFiles(directory=web, html=True), name="web")
+    else:
+        log.warning("no viewer at %s; the API serves without it", web)
     return app
 
 

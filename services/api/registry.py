@@ -18,10 +18,32 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from diffusion_core import GenerationConfig, checkpoint, generate
 from diffusion_core.errors import CheckpointError
 from diffusion_core.manifest import MANIFEST, read_metadata, sha256
-from diffusion_core.model import max_positions, pick_device
+from diffusion_core.model import load_tokenizer, max_positions, pick_device
 from diffusion_core.render import TokenPieces
-from diffusion_core.starter import STARTER_DIFFUSION
+from diffusion_core.starter import STARTER_AR, STARTER_DIFFUSION
 from diffusion_core.store import BASE, Store
+
+
+@dataclass(frozen=True)
+class Twin:
+    """The autoregressive model shown beside diffusion (same text, one token per forward pass)."""
+
+    name: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+
+
+def load_twin(source: str, device_name: str) -> Twin:
+    device = pick_device(device_name)
+    model = checkpoint.load_causal_lm(source, device)
+    return Twin(base_identity(source)[0], model, load_tokenizer(source))
+
+
+def twin_source(ar_model: str | None, model: str | None) -> str | None:
+    """The configured causal LM; by default the starter's twin when the starter is served."""
+    if ar_model is not None:
+        return None if ar_model.lower() == "none" else ar_model
+    return str(STARTER_AR) if model is None and STARTER_AR.is_dir() else None
 
 
 @dataclass(frozen=True)
@@ -41,7 +63,8 @@ def base_identity(source: str) -> tuple[str, str]:
     path = Path(source)
     if not path.is_dir():
         return source, "hub"
-    name = "unmask-starter" if path.resolve() == STARTER_DIFFUSION.resolve() else path.name
+    starters = {STARTER_DIFFUSION.resolve(): "unmask-starter", STARTER_AR.resolve(): "unmask-starter-ar"}
+    name = starters.get(path.resolve(), path.name)
     name = read_metadata(path).get("name", name)
     manifest = path / MANIFEST
     version = sha256(manifest)[:12] if manifest.is_file() else "unversioned"
@@ -76,8 +99,18 @@ def _smoke(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
 class ModelRegistry:
     """The base model, the current one, and a few loaded versions; `error` says why the base failed."""
 
-    def __init__(self, source: str | None, device: str, store: Store | None = None, max_loaded: int = 2) -> None:
+    def __init__(
+        self,
+        source: str | None,
+        device: str,
+        store: Store | None = None,
+        max_loaded: int = 2,
+        twin_source: str | None = None,
+    ) -> None:
         self.source = source or str(STARTER_DIFFUSION)
+        self.twin_source = twin_source
+        self.twin: Twin | None = None
+        self.twin_error: str | None = None
         self.device = device
         self.store = store
         self.max_loaded = max_loaded
@@ -100,6 +133,11 @@ class ModelRegistry:
             raise
         finally:
             self.loaded.set()
+        if self.twin_source is not None:
+            try:
+                self.twin = load_twin(self.twin_source, self.device)
+            except Exception as exc:  # the comparison is optional: report it, serve on
+                self.twin_error = str(exc)
 
     def version(self, version: str) -> ModelEntry:
         """A published version, loaded and verified on first use (blocking)."""

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from diffusion_core.config import MIN_TEMPERATURE
 from diffusion_core.remasking import REMASKING
@@ -150,3 +150,41 @@ class FineTuneRequest(BaseModel):
     suffix: str | None = Field(None, pattern=SUFFIX, description="lower-case letters, digits, dashes; up to 40")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     metadata: dict[str, str] | None = Field(None, max_length=16)
+
+
+class SampleFrame(BaseModel):
+    """One sample of a frame message, as the streams send it."""
+
+    tokens: list[Annotated[str, Field(max_length=200)]] = Field(max_length=8192)
+    masked: list[bool] = Field(max_length=8192)
+    revealed: list[bool] = Field(max_length=8192)
+    fixed: list[bool] = Field(max_length=8192)
+    confidence: list[float | None] = Field(max_length=8192)
+
+    @model_validator(mode="after")
+    def _aligned(self) -> "SampleFrame":
+        sizes = {len(self.tokens), len(self.masked), len(self.revealed), len(self.fixed), len(self.confidence)}
+        if len(sizes) != 1:
+            raise ValueError("tokens, masked, revealed, fixed and confidence must have one entry per position")
+        return self
+
+
+class FrameTiming(BaseModel):
+    elapsed_ms: float = Field(ge=0)
+    forward_ms: float = Field(0, ge=0)
+    step_ms: float = Field(0, ge=0)
+
+
+class FrameMessage(BaseModel):
+    step: int = Field(ge=0)
+    steps: int | None = Field(None, ge=1)
+    samples: list[SampleFrame] = Field(min_length=1, max_length=64)
+    timing: FrameTiming
+
+
+class RenderRequest(BaseModel):
+    """Frames a viewer received (the `frame` messages of /ws/generate), to render as a GIF or a page."""
+
+    frames: list[FrameMessage] = Field(min_length=1, max_length=4097)
+    sample: int = Field(0, ge=0, description="which sample to draw")
+    title: str = Field("unmask", max_length=300)

@@ -17,7 +17,9 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import GenerationConfig
@@ -47,53 +49,45 @@ COLORS = {
 LEGEND = (("prompt", "prompt"), ("masked", "still masked"), ("new", "revealed at this step"), ("text", "earlier"))
 
 
-def message(frame: Frame, state: Denoiser, pieces: TokenPieces, total_steps: int | None = None) -> Message:
-    """One step as the viewer receives it: per sample, the piece, mask, reveal and confidence of each position."""
+def _samples(
+    state: Denoiser, pieces: TokenPieces, tokens: Tensor, masked: Tensor, revealed: Tensor, confidence: Tensor
+) -> list[dict[str, Any]]:
     live = state.attention > 0
     samples = []
-    for row in range(frame.tokens.shape[0]):
+    for row in range(tokens.shape[0]):
         keep = live[row]
-        conf = frame.confidence[row][keep].tolist()
+        conf = confidence[row][keep].tolist()
         samples.append(
             {
-                "tokens": pieces(frame.tokens[row][keep].tolist()),
-                "masked": frame.masked[row][keep].tolist(),
-                "revealed": frame.revealed[row][keep].tolist(),
+                "tokens": pieces(tokens[row][keep].tolist()),
+                "masked": masked[row][keep].tolist(),
+                "revealed": revealed[row][keep].tolist(),
                 "fixed": state.fixed[row][keep].tolist(),
                 "confidence": [None if c != c else round(c, 4) for c in conf],
             }
         )
-    return {
-        "type": "frame",
-        "step": frame.step,
-        "steps": total_steps or state.config.steps,
-        "block": frame.block,
-        "done": frame.done,
-        "prompt_length": state.prompt_length,
-        "samples": samples,
-        "timing": {
-            "forward_ms": round(frame.forward_s * 1000, 2),
-            "step_ms": round(frame.step_s * 1000, 2),
-            "elapsed_ms": round(frame.elapsed_s * 1000, 2),
-        },
+    return samples
+
+
+def message(frame: Frame, state: Denoiser, pieces: TokenPieces) -> Message:
+    """One step as the viewer receives it: per sample, the piece, mask, reveal and confidence of each position."""
+    samples = _samples(state, pieces, frame.tokens, frame.masked, frame.revealed, frame.confidence)
+    timing = {
+        "forward_ms": round(frame.forward_s * 1000, 2),
+        "step_ms": round(frame.step_s * 1000, 2),
+        "elapsed_ms": round(frame.elapsed_s * 1000, 2),
     }
+    return {"type": "frame", "step": frame.step, "steps": state.config.steps, "block": frame.block,
+            "done": frame.done, "prompt_length": state.prompt_length, "samples": samples, "timing": timing}  # fmt: skip
 
 
 def opening(state: Denoiser, pieces: TokenPieces) -> Message:
-    """Step 0: the prompt and every mask, before the first forward pass."""
-    live = state.attention[0] > 0
-    tokens, masked = state.tokens[0][live], state.masked[0][live]
-    n = int(live.sum())
-    sample = {
-        "tokens": pieces(tokens.tolist()),
-        "masked": masked.tolist(),
-        "revealed": [False] * n,
-        "fixed": state.fixed[0][live].tolist(),
-        "confidence": [None] * n,
-    }
+    """Step 0: the prompt and every mask, before the first forward pass (call it before the first step)."""
+    none = torch.zeros_like(state.masked)
+    samples = _samples(state, pieces, state.tokens, state.masked, none, state.confidence)
     timing = {"forward_ms": 0.0, "step_ms": 0.0, "elapsed_ms": 0.0}
-    return {"type": "frame", "step": 0, "steps": state.config.steps, "block": 0, "done": False, "samples": [sample],
-            "prompt_length": state.prompt_length, "timing": timing}  # fmt: skip
+    return {"type": "frame", "step": 0, "steps": state.config.steps, "block": 0, "done": False,
+            "prompt_length": state.prompt_length, "samples": samples, "timing": timing}  # fmt: skip
 
 
 def ar_message(prompt: list[str], written: list[str], step: int, elapsed_s: float, forward_s: float) -> Message:

@@ -25,7 +25,8 @@ def test_sse_sends_a_frame_per_step_then_the_result(server):
             events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
         solo = httpx.post(base + "/generate", json={"inputs": "the quick", "parameters": GEN}, timeout=30).json()
     frames = [e for e in events if e["type"] == "frame"]
-    assert [f["step"] for f in frames] == [1, 2, 3, 4] and frames[-1]["done"]
+    assert [f["step"] for f in frames] == [0, 1, 2, 3, 4] and frames[-1]["done"]
+    assert all(frames[0]["samples"][0]["masked"][frames[0]["prompt_length"] :])
     masked = [sum(f["samples"][0]["masked"]) for f in frames]
     assert masked == sorted(masked, reverse=True) and masked[-1] == 0
     assert events[-1]["type"] == "done" and events[-1]["results"][0]["generated_text"] == solo["generated_text"]
@@ -41,8 +42,9 @@ def test_websocket_streams_frames_with_pieces_and_ends_with_done(server):
                 if messages[-1]["type"] != "frame":
                     break
     frames, done = messages[:-1], messages[-1]
-    assert len(frames) == 4 and done["type"] == "done"
-    first = frames[0]
+    assert [f["step"] for f in frames] == [0, 1, 2, 3, 4] and done["type"] == "done"
+    assert not any(frames[0]["samples"][0]["revealed"]) and frames[0]["timing"]["elapsed_ms"] == 0
+    first = frames[1]
     sample = first["samples"][0]
     assert first["prompt_length"] == 3 and "".join(sample["tokens"][:3]) == "the quick"
     assert len(sample["tokens"]) == len(sample["masked"]) == len(sample["confidence"]) == 11

@@ -7,13 +7,10 @@ from pathlib import Path
 
 import httpx
 import openai
-import pytest
-from redis import Redis
 
-from diffusion_core.store import Store
-from tests.processes import Processes, leftovers, wait_for, wait_http
+from tests.conftest import STACK_KEY as KEY
+from tests.processes import leftovers, wait_for
 
-KEY = "e2e-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CORPUS = "\n\n".join(
     [
@@ -26,35 +23,6 @@ CORPUS = "\n\n".join(
 )
 SMALL = {"max_steps": 12, "batch_size": 4, "max_length": 32}
 ENDLESS = {"max_steps": 1_000_000, "batch_size": 4, "max_length": 32}
-
-
-@pytest.fixture
-def stack(tmp_path, redis_url, tiny_checkpoint):
-    """(base URL, store, processes): the API and one worker against the session's Redis."""
-    from services.stack.redis_server import free_port
-
-    state = tmp_path / "state"
-    env = {
-        "REDIS_URL": redis_url,
-        "UNMASK_STATE_DIR": str(state),
-        "UNMASK_MODEL": str(tiny_checkpoint),
-        "UNMASK_DEVICE": "cpu",
-        "UNMASK_API_KEY": KEY,
-        "UNMASK_RELOAD_POLL_S": "0.2",
-        "UNMASK_HEARTBEAT_TTL_S": "6",
-        "UNMASK_SNAPSHOT_EVERY": "10",
-    }
-    procs = Processes(tmp_path / "logs", env)
-    port = free_port()
-    procs.spawn("api", "serve", "--port", str(port))
-    procs.spawn("worker", "worker")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(base + "/ready")
-        yield base, Store(state, Redis.from_url(redis_url)), procs
-    finally:
-        procs.stop_all()
-    assert leftovers(str(state)) == []
 
 
 def job_status(base: str, job_id: str) -> dict:

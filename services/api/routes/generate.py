@@ -63,13 +63,15 @@ def sse(data: dict[str, Any]) -> str:
 async def generate_stream(
     body: GenerateRequest, settings: SettingsDep, registry: RegistryDep, engine: EngineDep, metrics: MetricsDep
 ) -> StreamingResponse:
-    """Server-Sent Events: one `frame` event per step, then a `done` event with the results."""
+    """Server-Sent Events: the step-0 canvas and one `frame` event per step, then a `done` event."""
     started = time.perf_counter()
     entry = await resolve(registry, body.parameters.model, "parameters.model")
     ticket = submit(engine, entry, settings, body.inputs, body.parameters, stream=True)
 
     async def events() -> AsyncIterator[str]:
         try:
+            if ticket.opening is not None:
+                yield sse(ticket.opening)
             async for frame in ticket.frames():
                 yield sse(frame_message(ticket, frame))
             done = [r.model_dump(exclude_none=True) for r in results(ticket, body.parameters, started)]
@@ -102,16 +104,18 @@ async def ws_generate(
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"])
-        await _close_with_error(
+        await close_with_error(
             websocket, ApiError(422, f"{param}: {first['msg']}" if param else first["msg"], param or None), metrics
         )
         return
     except ApiError as exc:
-        await _close_with_error(websocket, exc, metrics)
+        await close_with_error(websocket, exc, metrics)
         return
     except WebSocketDisconnect:
         return
     try:
+        if ticket.opening is not None:
+            await websocket.send_json(ticket.opening)
         async for frame in ticket.frames():
             await websocket.send_json(frame_message(ticket, frame))
         done = [r.model_dump(exclude_none=True) for r in results(ticket, body.parameters, started)]
@@ -121,12 +125,12 @@ async def ws_generate(
     except (WebSocketDisconnect, RuntimeError):
         pass
     except Exception:
-        await _close_with_error(websocket, ApiError(500, "internal error"), metrics, code=1011)
+        await close_with_error(websocket, ApiError(500, "internal error"), metrics, code=1011)
     finally:
         ticket.cancel()
 
 
-async def _close_with_error(websocket: WebSocket, error: ApiError, metrics: MetricsDep, code: int = 1008) -> None:
+async def close_with_error(websocket: WebSocket, error: ApiError, metrics: MetricsDep, code: int = 1008) -> None:
     metrics.errors.labels(error.type).inc()
     try:
         await websocket.send_json({"type": "error", **error.body()})

@@ -55,6 +55,11 @@ async def info(settings: SettingsDep, registry: RegistryDep, engine: EngineDep) 
         "model_error": registry.error,
         "reload_error": registry.reload_error,
         "fine_tuning": settings.redis_url is not None,
+        "autoregressive": {
+            "id": registry.twin.name if registry.twin else None,
+            "loaded": registry.twin is not None,
+            "error": registry.twin_error,
+        },
         "limits": limits,
         "batching": settings.batching,
         "engine": {"active": len(engine.active), "waiting": len(engine.waiting), **vars(engine.stats)},

@@ -1,0 +1,43 @@
+"""POST /render/gif and /render/html: a run the viewer recorded, drawn by the same code as `unmask visualize`."""
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from diffusion_core import animation
+
+from ..errors import ApiError
+from ..schemas import RenderRequest
+
+router = APIRouter(prefix="/render", tags=["render"])
+
+
+def _frames(body: RenderRequest) -> list[dict[str, Any]]:
+    if any(body.sample >= len(f.samples) for f in body.frames):
+        raise ApiError(422, f"sample {body.sample} is not in every frame", "sample")
+    frames = []
+    for frame in body.frames:
+        data = frame.model_dump()
+        data["samples"] = [data["samples"][body.sample]]
+        frames.append(data)
+    return frames
+
+
+def _attachment(name: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="{name}"'}
+
+
+@router.post("/gif", response_class=Response, responses={200: {"content": {"image/gif": {}}}})
+async def render_gif(body: RenderRequest) -> Response:
+    """An animated GIF: one frame per message, the last one held."""
+    frames = _frames(body)
+    data = await asyncio.to_thread(lambda: animation.gif_bytes(animation.stills(frames)))
+    return Response(data, media_type="image/gif", headers=_attachment("unmask.gif"))
+
+
+@router.post("/html", response_class=Response, responses={200: {"content": {"text/html": {}}}})
+async def render_html(body: RenderRequest) -> Response:
+    """A self-contained page that replays the run offline (play, pause, step, scrub)."""
+    page = animation.html(_frames(body), body.title)
+    return Response(page, media_type="text/html; charset=utf-8", headers=_attachment("unmask.html"))

@@ -1,0 +1,37 @@
+"""The fine-tune panel in Chromium, against a real API, Redis and worker."""
+
+from tests.conftest import STACK_KEY
+from tests.trainer.test_worker import CORPUS
+
+
+def test_paste_text_train_watch_progress_and_roll_back(stack, page):
+    base, store, procs = stack
+    page.goto(base + "/")
+    page.click("button[data-tab=finetune]")
+    page.fill("#key", STACK_KEY)
+    page.fill("#texts", CORPUS)
+    page.fill("#job-steps", "20")
+    page.fill("#job-batch", "4")
+    page.fill("#job-suffix", "panel")
+    page.click("#submit-job")
+    page.wait_for_function("document.getElementById('job-status').textContent.includes('succeeded')", timeout=120_000)
+    status = page.inner_text("#job-status")
+    assert "step 20 / 20" in status and "serving as ft:tiny:panel:" in status
+    assert page.locator("#levels tbody tr").count() >= 1
+    assert page.locator("#job-events li").first.inner_text() == "The job has successfully completed"
+    page.wait_for_function("document.querySelectorAll('#checkpoints tbody tr').length === 2")
+    assert "serving" in page.inner_text("#checkpoints tbody tr:nth-child(2)")
+    page.click("#checkpoints tbody tr:nth-child(1) button")  # activate the base again
+    page.wait_for_function("document.querySelector('#checkpoints tbody tr.current td').textContent === 'base'")
+    assert page.inner_text("#server").startswith("tiny")
+
+
+def test_a_bad_key_is_shown_in_plain_words(stack, page):
+    base, store, procs = stack
+    page.goto(base + "/")
+    page.click("button[data-tab=finetune]")
+    page.fill("#key", "wrong-key-0000000000")
+    page.fill("#texts", "some text to learn.")
+    page.click("#submit-job")
+    page.wait_for_selector("#job-error:not([hidden])")
+    assert "valid API key is required" in page.inner_text("#job-error")

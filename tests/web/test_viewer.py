@@ -1,0 +1,145 @@
+"""The viewer in a real headless Chromium: streaming, replay, errors, exports, the comparison."""
+
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from diffusion_core import animation
+
+STEPS = 12
+RECORD_COUNTERS = """() => {
+  window.counters = [];
+  new MutationObserver(() => window.counters.push(document.getElementById('counter').textContent))
+    .observe(document.getElementById('counter'), {childList: true, characterData: true, subtree: true});
+}"""
+
+
+@pytest.fixture
+def viewer(server, tiny_twin, page):
+    with server(ar_model=str(tiny_twin)) as (base, _):
+        page.goto(base + "/")
+        page.wait_for_function("document.getElementById('server').classList.contains('ok')")
+        yield base, page
+
+
+def generate(page, prompt="the quick brown", steps=STEPS, length=24, compare=False):
+    page.fill("#prompt", prompt)
+    page.fill("#max_new_tokens", str(length))
+    page.fill("#steps", str(steps))
+    page.fill("#seed", "7")
+    page.select_option("#sampling", "greedy")
+    if compare:
+        page.check("#compare")
+    page.evaluate(RECORD_COUNTERS)
+    page.click("#generate")
+    page.wait_for_selector("#replay:not([hidden])", timeout=60_000)
+
+
+def test_generate_streams_every_step_and_ends_with_text(viewer):
+    base, page = viewer
+    generate(page)
+    seen = page.evaluate("window.counters")
+    steps = [int(c.split()[1]) for c in seen]
+    assert steps == sorted(steps) and steps[-1] == STEPS and len(set(steps)) >= STEPS // 2
+    assert page.inner_text("#counter") == f"step {STEPS} / {STEPS}"
+    assert page.locator("#text .masked").count() == 0
+    assert page.inner_text("#text").startswith("the quick brown")
+    assert page.locator("#text .earlier, #text .new").count() > 0
+    assert page.locator("#text .new").first.get_attribute("title").startswith("confidence ")
+
+
+def test_the_scrubber_and_keys_replay_earlier_frames(viewer):
+    base, page = viewer
+    generate(page)
+    page.eval_on_selector("#scrub", "el => { el.value = 1; el.dispatchEvent(new Event('input')); }")
+    assert page.inner_text("#counter") == f"step 1 / {STEPS}"
+    assert page.locator("#text .masked").count() > 0
+    page.click("body")
+    page.keyboard.press("ArrowRight")
+    assert page.inner_text("#counter") == f"step 2 / {STEPS}"
+    page.keyboard.press("Space")
+    page.wait_for_function(f"document.getElementById('counter').textContent === 'step {STEPS} / {STEPS}'")
+    assert page.locator("#text .masked").count() == 0
+
+
+def test_an_invalid_parameter_shows_the_servers_message(viewer):
+    base, page = viewer
+    page.fill("#steps", "0")
+    page.click("#generate")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "parameters.steps" in page.inner_text("#error-text")
+    assert "greater than or equal to 1" in page.inner_text("#error-text")
+    assert page.is_hidden("#retry")
+
+
+def test_a_lost_connection_says_so_and_retry_works(viewer):
+    base, page = viewer
+    network = {"drops": True}
+
+    def route(ws):
+        server = ws.connect_to_server()  # messages pass through unless a handler intercepts them
+        if network["drops"]:
+
+            def forward_then_drop(message):
+                ws.send(message)
+                ws.close()
+
+            server.on_message(forward_then_drop)
+
+    page.route_web_socket("**/ws/generate", route)
+    page.click("#generate")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "connection to the server was lost" in page.inner_text("#error-text")
+    network["drops"] = False
+    page.click("#retry")
+    page.wait_for_selector("#replay:not([hidden])", timeout=60_000)
+    assert page.is_hidden("#error") and page.locator("#text .masked").count() == 0
+
+
+def test_side_by_side_with_the_autoregressive_twin(viewer):
+    base, page = viewer
+    generate(page, compare=True)
+    assert page.is_visible("#pane-ar")
+    assert page.inner_text("#ar-counter").startswith("token ")
+    assert int(page.inner_text("#ar-passes").split()[0]) == int(page.inner_text("#ar-counter").split()[1])
+    assert page.inner_text("#ar-text").startswith("the quick brown")
+    assert float(page.inner_text("#elapsed").split()[0]) > 0 and float(page.inner_text("#ar-elapsed").split()[0]) > 0
+
+
+def test_gif_export_has_one_frame_per_step_and_the_promised_size(viewer):
+    base, page = viewer
+    generate(page)
+    with page.expect_download() as download:
+        page.click("#gif")
+    image = Image.open(io.BytesIO(open(download.value.path(), "rb").read()))
+    assert image.format == "GIF" and image.n_frames == STEPS + 1  # the opening canvas, then one per step
+    assert image.width == animation.WIDTH
+    durations = []
+    for n in range(image.n_frames):
+        image.seek(n)
+        durations.append(image.info["duration"])
+    assert durations[:-1] == [animation.FRAME_MS] * STEPS and durations[-1] == animation.HOLD_MS
+
+
+def test_html_export_replays_offline(viewer, browser, tmp_path):
+    base, page = viewer
+    generate(page)
+    with page.expect_download() as download:
+        page.click("#html")
+    html = open(download.value.path()).read()
+    assert "http://" not in html and "https://" not in html and "<script src" not in html
+    saved = tmp_path / "run.html"
+    saved.write_text(html)
+    offline = browser.new_page()
+    offline.route(
+        "**/*", lambda route: route.abort() if not route.request.url.startswith("file:") else route.continue_()
+    )
+    offline.goto(saved.as_uri())
+    frames = json.loads(html.split("const FRAMES = ", 1)[1].split(";\n", 1)[0])
+    assert len(frames) == STEPS + 1
+    assert offline.inner_text("#status").startswith(f"step {STEPS} / {STEPS}")
+    offline.eval_on_selector("#scrub", "el => { el.value = 0; el.dispatchEvent(new Event('input')); }")
+    assert offline.inner_text("#status").startswith(f"step 0 / {STEPS}") and offline.locator(".masked").count() > 0
+    offline.close()
