@@ -66,6 +66,7 @@ sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:
+    from . import animation, checkpoint, jobs, store  # noqa: F401  (submodules, for type checkers)
     from .canvas import MASK_PLACEHOLDER, Canvas, build_canvas
     from .config import GenerationConfig
     from .denoise import Denoiser, Frame, Generation, StepInputs, create_denoiser, decode, denoise, generate, run
