@@ -11,14 +11,16 @@ import httpx
 
 
 def with_marker(pid: int, marker: str) -> bool:
+    """The process's environment or command line mentions marker (e.g. a test's state folder)."""
     try:
-        return marker.encode() in Path(f"/proc/{pid}/environ").read_bytes()
+        proc = Path(f"/proc/{pid}")
+        return marker.encode() in (proc / "environ").read_bytes() + (proc / "cmdline").read_bytes()
     except OSError:
         return False
 
 
 def leftovers(marker: str) -> list[int]:
-    """Processes (this test's, found by an environment value) still alive."""
+    """Processes (this test's, found by their environment or command line) still alive."""
     pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) != os.getpid()]
     alive = []
     for pid in pids:

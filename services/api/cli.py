@@ -1,6 +1,7 @@
 """`unmask serve`: the API under uvicorn. Registered into the `unmask` command by entry point."""
 
 import argparse
+import logging
 import os
 import socket
 
@@ -24,6 +25,14 @@ def check_port(host: str, port: int) -> None:
             raise ConfigError(f"port {port} on {host} is busy; set --port or UNMASK_PORT", "port") from None
 
 
+class _QuietProbes(logging.Filter):
+    """Health probes (`unmask up`, Docker, load balancers) would drown the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (len(args) >= 3 and args[2] in ("/health", "/ready"))
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
@@ -40,5 +49,6 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"UNMASK_{str(first['loc'][0]).upper()}: {first['msg']}") from None
     check_port(args.host, args.port)
     print(f"unmask API on http://{args.host}:{args.port} (docs at /docs)", flush=True)
+    logging.getLogger("uvicorn.access").addFilter(_QuietProbes())
     uvicorn.run(create_app(settings), host=args.host, port=args.port, ws="websockets-sansio", log_level="info")
     return 0

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     job_timeout_s: int = Field(24 * 3600, ge=60, description="a fine-tune job running longer is stopped and failed")
     reload_poll_s: float = Field(1.0, gt=0, description="how often the current-version pointer is checked")
     max_loaded_models: int = Field(2, ge=1, description="checkpoint versions held in memory (the current included)")
+
+    @field_validator("model", "ar_model", "redis_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # compose passes unset variables as empty strings
 
     @model_validator(mode="after")
     def _limits_fit(self) -> "Settings":
