@@ -37,9 +37,16 @@ serve: $(STAMP)
 worker: $(STAMP)
 	$(BIN)/unmask worker
 
+# Every benchmark, then `unmask eval`, then docs/results.md from their records (about 40 minutes on 2 CPU cores).
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python bench/speed.py
+	$(BIN)/python bench/threshold.py
+	$(BIN)/python bench/training.py
 	$(BIN)/python bench/sampler.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/unmask eval --out bench/results/eval
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -13,6 +13,7 @@ import argparse
 import time
 
 import torch
+from common import record
 from transformers import RobertaConfig, RobertaForMaskedLM
 
 from diffusion_core import Canvas, Denoiser, GenerationConfig, run
@@ -153,4 +154,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with record(
+        "sampler", "Sampler overhead against the forward pass, and against the seeds' position-by-position loop"
+    ):
+        main()

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import uvicorn
+from common import record
 from websockets.sync.client import connect
 
 from services.api.config import Settings
@@ -103,4 +104,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with record("serve", "Serving: continuous batching under concurrent load"):
+        main()

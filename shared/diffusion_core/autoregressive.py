@@ -101,29 +101,76 @@ def held_out_loss(model: PreTrainedModel, blocks: Blocks, batch_size: int = 16, 
     return sum(losses) / len(losses)
 
 
+def ends(tokenizer: PreTrainedTokenizerBase) -> tuple[int | None, int | None]:
+    """(start, end) ids of any tokenizer: cls/bos and sep/eos, whichever it has (GPT-2: both eos)."""
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    return start, end
+
+
 @torch.inference_mode()
 def perplexity(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], texts: list[str]
 ) -> float:
-    """exp(mean NLL) of each continuation given its prompt, pooled over all continuation tokens."""
-    special = SpecialTokens.of(tokenizer)
+    """exp(mean NLL) of each continuation given its prompt, pooled over all continuation tokens.
+
+    Any causal LM can score: texts are re-tokenized with its own tokenizer (e.g. gpt2-large)."""
+    start, _ = ends(tokenizer)
     device = next(model.parameters()).device
+    limit = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     total, count = 0.0, 0
     for prompt, text in zip(prompts, texts):
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        c = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not c:
+        p = ([start] if start is not None else []) + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        c = tokenizer(" " + text if text[:1].isalnum() else text, add_special_tokens=False)["input_ids"]
+        if not c or not p:
             continue
-        ids = torch.tensor([[special.start] + p + c], device=device)[:, : model.config.n_positions]
+        ids = torch.tensor([p + c], device=device)[:, :limit]
         logits = model(input_ids=ids).logits[0, :-1].float()
         targets = ids[0, 1:].clone()
-        targets[: len(p)] = -100
+        targets[: len(p) - 1] = -100
         total += float(F.cross_entropy(logits, targets, reduction="sum"))
         count += int((targets != -100).sum())
     return math.exp(total / max(count, 1))
 
 
 @torch.inference_mode()
+def _decode(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    max_new_tokens: int,
+    rows: int,
+    top_p: float,
+    temperature: float,
+    seed: int,
+) -> Iterator[tuple[torch.Tensor, float]]:
+    """Yield (next token of each row (B,), forward seconds) per step; KV-cached, row i seeded seed + i.
+
+    Stops when every row has written the end token (rows that ended keep sampling, unused)."""
+    from .sampling import SamplingParams
+    from .sampling import top_p as nucleus
+
+    start, end = ends(tokenizer)
+    device = next(model.parameters()).device
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(rows)]
+    prefix = [start] if start is not None else []
+    ids = torch.tensor([prefix + tokenizer(prompt, add_special_tokens=False)["input_ids"]] * rows, device=device)
+    past, ended = None, torch.zeros(rows, dtype=torch.bool)
+    params = SamplingParams(temperature=temperature, top_p=top_p)
+    cache = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # transformers 5
+    for _ in range(max_new_tokens):
+        t0 = time.perf_counter()
+        result = model(input_ids=ids, use_cache=True, **{cache: past})
+        past = getattr(result, cache)
+        uniforms = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators])
+        tokens = nucleus(result.logits[:, -1].float().cpu(), uniforms, params)
+        yield tokens, time.perf_counter() - t0
+        ended |= tokens == end
+        if bool(ended.all()):
+            return
+        ids = tokens.view(rows, 1).to(device)
+
+
 def sample(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -134,25 +181,26 @@ def sample(
     seed: int = 0,
 ) -> Iterator[tuple[list[int], float]]:
     """Yield (continuation ids so far, forward seconds) after each token; KV-cached, one pass per token."""
-    from .sampling import SamplingParams
-    from .sampling import top_p as nucleus
+    out: list[int] = []
+    for tokens, forward_s in _decode(model, tokenizer, prompt, max_new_tokens, 1, top_p, temperature, seed):
+        out.append(int(tokens[0]))
+        yield list(out), forward_s
 
-    special = SpecialTokens.of(tokenizer)
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.tensor([[special.start] + tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=device)
-    past, out = None, []
-    params = SamplingParams(temperature=temperature, top_p=top_p)
-    cache = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # transformers 5
-    for _ in range(max_new_tokens):
-        t0 = time.perf_counter()
-        result = model(input_ids=ids, use_cache=True, **{cache: past})
-        past = getattr(result, cache)
-        token = nucleus(
-            result.logits[:, -1].float().cpu(), torch.rand(1, generator=generator, dtype=torch.float64), params
-        )
-        out.append(int(token))
-        yield list(out), time.perf_counter() - t0
-        if int(token) == special.end:
-            return
-        ids = token.view(1, 1).to(device)
+
+def sample_rows(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    max_new_tokens: int,
+    rows: int,
+    top_p: float = 0.9,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> list[list[int]]:
+    """`rows` continuations of one prompt decoded as one batch; each cut after its end token."""
+    _, end = ends(tokenizer)
+    steps = [t for t, _ in _decode(model, tokenizer, prompt, max_new_tokens, rows, top_p, temperature, seed)]
+    out = []
+    for row in torch.stack(steps, 1).tolist() if steps else [[]] * rows:
+        out.append(row[: row.index(end) + 1] if end in row else row)
+    return out

@@ -133,6 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--fps", type=float, default=10.0, help="GIF frames per second of wall-clock time")
     _generation_args(c)
 
+    e = sub.add_parser("eval", help="held-out likelihood and a grid of decoding settings against a causal LM")
+    e.add_argument("--model", default=None, help="diffusion checkpoint (default: UNMASK_MODEL, the starter)")
+    e.add_argument("--reference", default=None, help="causal LM that scores samples (default: the starter's twin)")
+    e.add_argument(
+        "--ar-model", default=None, help="causal LM sampled as the baseline (default: the reference; 'none')"
+    )
+    e.add_argument(
+        "--data", nargs="*", default=None, help="held-out text files (default: the starter's held-out split)"
+    )
+    e.add_argument("--prompts", type=int, default=20, help="held-out prompts, one sample each per setting")
+    e.add_argument("--new-tokens", type=int, default=64, help="tokens each sample writes")
+    e.add_argument("--out", default="runs/eval", help="folder for eval.json, eval.md and pareto.png")
+    e.add_argument("--work", default="runs/starter", help="where the starter corpus is (extracted if missing)")
+    e.add_argument("--device", default="auto")
+
     s = sub.add_parser("starter", help="rebuild or re-evaluate the bundled starter models")
     s.add_argument("action", choices=["build", "eval"])
     s.add_argument("--work", default="runs/starter", help="folder for the corpus and resumable state")
@@ -282,6 +297,44 @@ def _compare(args: argparse.Namespace) -> int:
     for side, row in summary.items():
         print(f"{side:>15}: {row['tokens']} tokens, {row['forward_passes']} forward passes, {row['seconds']:.2f} s")
     print(f"{len(images)} frames at {args.fps:g} fps: {gif}")
+    return 0
+
+
+@command("eval")
+def _eval(args: argparse.Namespace) -> int:
+    from . import assessment, checkpoint, starter
+    from .data import pack, read_texts
+    from .model import load_tokenizer, max_positions, pick_device
+
+    device = pick_device(args.device)
+    source = args.model or default_model()
+    is_starter = Path(source).resolve() == starter.STARTER_DIFFUSION.resolve()
+    if args.reference is None and not is_starter:
+        raise ConfigError("--reference (a causal LM, e.g. gpt2-large) is required for a model other than the starter")
+    if args.data is None and not is_starter:
+        raise ConfigError("--data (held-out text files) is required for a model other than the starter", "data")
+    model, tokenizer = checkpoint.load(source, device)
+    reference_source = args.reference or str(starter.STARTER_AR)
+    reference = checkpoint.load_causal_lm(reference_source, device)
+    reference_tokenizer = load_tokenizer(reference_source)
+    ar_source = None if args.ar_model == "none" else args.ar_model or reference_source
+    ar = checkpoint.load_causal_lm(ar_source, device) if ar_source else None
+    if args.data:
+        held_out = pack(read_texts(args.data), tokenizer, min(128, max_positions(model, tokenizer)))
+    else:
+        held_out = starter.held_out_blocks(starter.corpus_folder(Path(args.work)), tokenizer)
+    report = assessment.assess(
+        model, tokenizer, reference, reference_tokenizer, ar, load_tokenizer(ar_source) if ar_source else None,
+        held_out, prompts=args.prompts, new_tokens=args.new_tokens,
+    )  # fmt: skip
+    report["models"] = {"diffusion": source, "reference": reference_source, "autoregressive": ar_source}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json(out / "eval.json", report)
+    (out / "eval.md").write_text(assessment.markdown(report))
+    assessment.plot(report, out / "pareto.png")
+    print(assessment.markdown(report))
+    print(f"written: {out / 'eval.json'}, {out / 'eval.md'}, {out / 'pareto.png'}")
     return 0
 
 

@@ -57,3 +57,51 @@ def line_chart(
     out = Path(path)
     image.save(out)
     return out
+
+
+def scatter_chart(
+    points: dict[str, tuple[float, float]],
+    front: list[str],
+    path: str | Path,
+    title: str,
+    x_label: str,
+    y_label: str,
+    size: tuple[int, int] = (900, 540),
+) -> Path:
+    """One labelled dot per point; the points named in `front` joined by a line (sorted by x)."""
+    width, height = size
+    left, right, top, bottom = 70, 250, 40, 50
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=14)
+    xs, ys = [p[0] for p in points.values()] or [0.0], [p[1] for p in points.values()] or [0.0]
+    pad_x, pad_y = (max(xs) - min(xs)) * 0.08 or 1.0, (max(ys) - min(ys)) * 0.08 or 1.0
+    x0, x1, y0, y1 = min(xs) - pad_x, max(xs) + pad_x, min(ys) - pad_y, max(ys) + pad_y
+
+    def to_px(x: float, y: float) -> tuple[float, float]:
+        return (
+            left + (x - x0) / (x1 - x0) * (width - left - right),
+            height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom),
+        )
+
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    for i in range(5):
+        _, py = to_px(x0, y0 + (y1 - y0) * i / 4)
+        draw.text((5, py - 7), f"{y0 + (y1 - y0) * i / 4:.1f}", fill="black", font=font)
+        px, _ = to_px(x0 + (x1 - x0) * i / 4, y0)
+        draw.text((px - 15, height - bottom + 6), f"{x0 + (x1 - x0) * i / 4:.0f}", fill="black", font=font)
+    draw.text((left + 110, 10), title, fill="black", font=font)
+    draw.text(((width - right) / 2, height - 22), x_label, fill="black", font=font)
+    draw.text((5, top - 30), y_label, fill="black", font=font)
+    line = sorted((points[name] for name in front), key=lambda p: p[0])
+    if len(line) > 1:
+        draw.line([to_px(x, y) for x, y in line], fill="#7f7f7f", width=2)
+    for i, (name, (x, y)) in enumerate(points.items()):
+        color = PALETTE[i % len(PALETTE)]
+        px, py = to_px(x, y)
+        draw.ellipse([px - 5, py - 5, px + 5, py + 5], fill=color, outline="black" if name in front else color)
+        draw.ellipse([width - right + 10, top + 6 + 20 * i, width - right + 20, top + 16 + 20 * i], fill=color)
+        draw.text((width - right + 26, top + 3 + 20 * i), name, fill="black", font=font)
+    out = Path(path)
+    image.save(out)
+    return out

@@ -1,0 +1,74 @@
+"""Regenerate docs/results.md from the records the benchmarks and `unmask eval` left in bench/results/.
+
+    python bench/report.py
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+DOC = Path(__file__).parents[1] / "docs" / "results.md"
+ORDER = ("speed", "threshold", "training", "sampler", "serve")
+
+
+def _eval_section() -> list[str]:
+    path = RESULTS / "eval" / "eval.json"
+    if not path.is_file():
+        return []
+    report = json.loads(path.read_text())
+    env = report["environment"]
+    images = DOC.parent / "img"
+    images.mkdir(exist_ok=True)
+    shutil.copy(RESULTS / "eval" / "pareto.png", images / "pareto.png")
+    return [
+        "## Quality: `unmask eval`",
+        "",
+        f"`unmask eval --out bench/results/eval` on {env['date']}: {env['hardware']}, {env['threads']} threads, "
+        f"torch {env['torch']}, transformers {env['transformers']}. Diffusion: the bundled starter; reference and "
+        "autoregressive baseline: its twin. Prompts are the first 16 tokens of held-out blocks; every sample "
+        "writes 64 tokens (end tokens forbidden, so all settings write the same length).",
+        "",
+        (RESULTS / "eval" / "eval.md").read_text().strip(),
+        "",
+        "![quality against speed](img/pareto.png)",
+        "",
+    ]
+
+
+def _section(name: str) -> list[str]:
+    entry = json.loads((RESULTS / f"{name}.json").read_text())
+    env = entry["environment"]
+    return [
+        f"## {entry['title']}",
+        "",
+        f"`{entry['command']}` on {env['date']}: {env['hardware']}; torch {env['torch']}, "
+        f"transformers {env['transformers']}, Python {env['python']}.",
+        "",
+        "```text",
+        entry["output"].rstrip(),
+        "```",
+        "",
+    ]
+
+
+def main() -> None:
+    lines = [
+        "# Results",
+        "",
+        "Every figure here comes from a script in this repository and compares against a baseline "
+        "measured in the same run, on the machine named with it (machines are noisy; ratios travel "
+        "better than absolute numbers). `make bench` re-runs them all and rewrites this page "
+        "(`python bench/report.py`).",
+        "",
+    ]
+    lines += _eval_section()
+    for name in ORDER:
+        if (RESULTS / f"{name}.json").is_file():
+            lines += _section(name)
+    DOC.write_text("\n".join(lines))
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()
