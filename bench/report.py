@@ -1,6 +1,6 @@
 """Regenerate docs/results.md from the records the benchmarks and `unmask eval` left in bench/results/.
 
-    python bench/report.py
+python bench/report.py
 """
 
 import json

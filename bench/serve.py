@@ -2,7 +2,7 @@
 
 Starts the API twice (batching on, then off) on a loopback port with the given model, sends
 the same requests at concurrency 1, 4 and 16, and prints throughput, p50/p95 latency, their
-ratios, and the time to the first WebSocket frame against one forward pass.
+ratios, and the time to the first denoised WebSocket frame against its forward pass.
 
     python bench/serve.py                       # the bundled starter model
     python bench/serve.py --model PATH --requests 32
@@ -60,16 +60,19 @@ def load(base: str, concurrency: int, requests: int) -> tuple[float, float, floa
     return requests / wall, statistics.median(latencies), latencies[int(0.95 * (len(latencies) - 1))]
 
 
-def first_frame(base: str) -> tuple[float, float]:
-    """(seconds to the first WS frame, that frame's forward pass)."""
+def first_frame(base: str) -> tuple[float, float, float]:
+    """(seconds to the step-0 canvas, seconds to the first denoised frame, that frame's forward pass)."""
     with connect(base.replace("http", "ws") + "/ws/generate") as ws:
         t0 = time.perf_counter()
         ws.send(json.dumps({"inputs": "It was a fine morning, and", "parameters": {**PARAMS, "seed": 0}}))
+        canvas = json.loads(ws.recv())
+        canvas_s = time.perf_counter() - t0
+        assert canvas["step"] == 0
         frame = json.loads(ws.recv())
         elapsed = time.perf_counter() - t0
         while json.loads(ws.recv())["type"] == "frame":
             pass
-    return elapsed, frame["timing"]["forward_ms"] / 1000
+    return canvas_s, elapsed, frame["timing"]["forward_ms"] / 1000
 
 
 def main() -> None:
@@ -96,10 +99,10 @@ def main() -> None:
     single = table[True, 1][1]
     print(f"throughput at 16, batching on / off: {table[True, 16][0] / table[False, 16][0]:.2f}x (target >= 1.8x)")
     print(f"p95 at 16 (batching on) / single-request p50: {table[True, 16][2] / single:.2f}x (target <= 2.5x)")
-    first, forward = min(ttff)
+    canvas, first, forward = min(ttff, key=lambda t: t[1])
     print(
-        f"time to first WS frame: {first * 1000:.0f} ms; its forward pass {forward * 1000:.0f} ms; "
-        f"overhead {(first - forward) * 1000:.0f} ms (target <= 20 ms)"
+        f"time to the step-0 canvas: {canvas * 1000:.0f} ms; to the first denoised frame: {first * 1000:.0f} ms, of"
+        f" which its forward pass {forward * 1000:.0f} ms: overhead {(first - forward) * 1000:.0f} ms (target <= 20 ms)"
     )
 
 

@@ -20,7 +20,7 @@ from diffusion_core.starter import SAMPLE_PROMPTS, STARTER_AR, STARTER_DIFFUSION
 
 NEW = 64
 BASELINE = GenerationConfig(max_new_tokens=NEW, steps=NEW, block_length=16, forbid_eos=True)
-THRESHOLDS = (0.95, 0.9, 0.8, 0.7, 0.5)
+THRESHOLDS = (0.9, 0.7, 0.5, 0.3, 0.2, 0.1)
 
 
 def main() -> None:

@@ -90,7 +90,7 @@ def scatter_chart(
         draw.text((5, py - 7), f"{y0 + (y1 - y0) * i / 4:.1f}", fill="black", font=font)
         px, _ = to_px(x0 + (x1 - x0) * i / 4, y0)
         draw.text((px - 15, height - bottom + 6), f"{x0 + (x1 - x0) * i / 4:.0f}", fill="black", font=font)
-    draw.text((left + 110, 10), title, fill="black", font=font)
+    draw.text((width - right - font.getlength(title), 10), title, fill="black", font=font)
     draw.text(((width - right) / 2, height - 22), x_label, fill="black", font=font)
     draw.text((5, top - 30), y_label, fill="black", font=font)
     line = sorted((points[name] for name in front), key=lambda p: p[0])
