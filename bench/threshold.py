@@ -15,8 +15,9 @@ import torch
 from common import record
 
 from diffusion_core import GenerationConfig, checkpoint
+from diffusion_core.assessment import diffusion_run
 from diffusion_core.runtime import keep_freed_memory, quiet_transformers
-from diffusion_core.starter import SAMPLE_PROMPTS, STARTER_AR, STARTER_DIFFUSION, diffusion_samples, sample_metrics
+from diffusion_core.starter import SAMPLE_PROMPTS, STARTER_AR, STARTER_DIFFUSION, sample_metrics
 
 NEW = 64
 BASELINE = GenerationConfig(max_new_tokens=NEW, steps=NEW, block_length=16, forbid_eos=True)
@@ -32,14 +33,14 @@ def main() -> None:
     prompts = [p for p in SAMPLE_PROMPTS for _ in range(4)]
     print(f"{len(prompts)} samples x {NEW} tokens, blocks of 16; {time.strftime('%F')}")
     print(f"{'decoding':<28}{'NFE/sample':>11}{'gen-PPL':>9}{'dist-2':>8}{'fewer NFE':>10}{'equal quality':>14}")
-    texts, seconds, nfe = diffusion_samples(model, tokenizer, prompts, BASELINE)
+    texts, seconds, nfe = diffusion_run(model, tokenizer, prompts, BASELINE)
     base = sample_metrics(twin, tokenizer, prompts, texts, seconds)
     base_nfe = nfe / len(prompts)
     print(f"{'one token per step':<28}{base_nfe:>11.1f}{base['gen_ppl']:>9.1f}{base['distinct_2']:>8.3f}{1:>9.1f}x")
     best = 0.0
     for tau in THRESHOLDS:
         config = replace(BASELINE, remasking="threshold", threshold=tau)
-        texts, seconds, nfe = diffusion_samples(model, tokenizer, prompts, config)
+        texts, seconds, nfe = diffusion_run(model, tokenizer, prompts, config)
         m = sample_metrics(twin, tokenizer, prompts, texts, seconds)
         ratio = base_nfe / (nfe / len(prompts))
         equal = m["gen_ppl"] <= 1.1 * base["gen_ppl"] and m["distinct_2"] >= base["distinct_2"] - 0.05

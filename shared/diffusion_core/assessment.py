@@ -103,25 +103,38 @@ def score(
     )
 
 
-def diffusion_run(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], config, bar):
+def diffusion_run(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], config: GenerationConfig, bar=None
+) -> tuple[list[str], float, int]:
+    """One sample per prompt (prompt i with seed i): texts, seconds, forward passes."""
     texts, nfe = [], 0
     started = time.perf_counter()
     for i, prompt in enumerate(prompts):
         result = generate(model, tokenizer, prompt, replace(config, seed=i))
         texts.append(result.texts[0])
         nfe += result.nfe
-        bar.update(1)
+        if bar is not None:
+            bar.update(1)
     return texts, time.perf_counter() - started, nfe
 
 
-def ar_run(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], new_tokens: int, bar):
+def ar_run(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    new_tokens: int,
+    bar=None,
+    top_p: float = 0.9,
+) -> tuple[list[str], float, int]:
+    """The causal LM's sample per prompt (seed i), nucleus sampling: texts, seconds, forward passes."""
     texts, nfe = [], 0
     started = time.perf_counter()
     for i, prompt in enumerate(prompts):
-        ids = [ids for ids, _ in ar_sample(model, tokenizer, prompt, new_tokens, top_p=0.9, seed=i)][-1]
+        ids = [ids for ids, _ in ar_sample(model, tokenizer, prompt, new_tokens, top_p=top_p, seed=i)][-1]
         texts.append(str(tokenizer.decode(ids, skip_special_tokens=True)).strip())
         nfe += len(ids)
-        bar.update(1)
+        if bar is not None:
+            bar.update(1)
     return texts, time.perf_counter() - started, nfe
 
 

@@ -1,10 +1,37 @@
 """Small line charts drawn with Pillow (no plotting library needed)."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def _axes(
+    draw: ImageDraw.ImageDraw,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    size: tuple[int, int],
+    margins: tuple[int, int, int, int],
+    bounds: tuple[float, float, float, float],
+    to_px: Callable[[float, float], tuple[float, float]],
+    labels: tuple[str, str, str],
+    x_format: str,
+) -> None:
+    """The frame, five ticks on each axis, the title (top right) and the axis labels."""
+    (width, height), (left, right, top, bottom), (x0, x1, y0, y1) = size, margins, bounds
+    title, x_label, y_label = labels
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    for i in range(5):
+        y, x = y0 + (y1 - y0) * i / 4, x0 + (x1 - x0) * i / 4
+        _, py = to_px(x0, y)
+        draw.line([left - 4, py, left, py], fill="black")
+        draw.text((5, py - 7), f"{y:.2f}", fill="black", font=font)
+        px, _ = to_px(x, y0)
+        draw.text((px - 15, height - bottom + 6), format(x, x_format), fill="black", font=font)
+    draw.text((width - right - font.getlength(title), 10), title, fill="black", font=font)
+    draw.text(((width - right) / 2, height - 22), x_label, fill="black", font=font)
+    draw.text((5, top - 30), y_label, fill="black", font=font)
 
 
 def line_chart(
@@ -33,18 +60,7 @@ def line_chart(
         py = height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)
         return px, py
 
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    for i in range(5):
-        y = y0 + (y1 - y0) * i / 4
-        _, py = to_px(x0, y)
-        draw.line([left - 4, py, left, py], fill="black")
-        draw.text((5, py - 7), f"{y:.2f}", fill="black", font=font)
-        x = x0 + (x1 - x0) * i / 4
-        px, _ = to_px(x, y0)
-        draw.text((px - 15, height - bottom + 6), f"{x:g}", fill="black", font=font)
-    draw.text((left + 110, 10), title, fill="black", font=font)
-    draw.text(((width - right) / 2, height - 22), x_label, fill="black", font=font)
-    draw.text((5, top - 30), y_label, fill="black", font=font)
+    _axes(draw, font, size, (left, right, top, bottom), (x0, x1, y0, y1), to_px, (title, x_label, y_label), "g")
     for i, (name, values) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
         if len(values) > 1:
@@ -84,15 +100,7 @@ def scatter_chart(
             height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom),
         )
 
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    for i in range(5):
-        _, py = to_px(x0, y0 + (y1 - y0) * i / 4)
-        draw.text((5, py - 7), f"{y0 + (y1 - y0) * i / 4:.1f}", fill="black", font=font)
-        px, _ = to_px(x0 + (x1 - x0) * i / 4, y0)
-        draw.text((px - 15, height - bottom + 6), f"{x0 + (x1 - x0) * i / 4:.0f}", fill="black", font=font)
-    draw.text((width - right - font.getlength(title), 10), title, fill="black", font=font)
-    draw.text(((width - right) / 2, height - 22), x_label, fill="black", font=font)
-    draw.text((5, top - 30), y_label, fill="black", font=font)
+    _axes(draw, font, size, (left, right, top, bottom), (x0, x1, y0, y1), to_px, (title, x_label, y_label), ".0f")
     line = sorted((points[name] for name in front), key=lambda p: p[0])
     if len(line) > 1:
         draw.line([to_px(x, y) for x, y in line], fill="#7f7f7f", width=2)

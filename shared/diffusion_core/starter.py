@@ -8,8 +8,6 @@ same blocks with the same tokenizer.
 
 import importlib.util
 import json
-import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +15,9 @@ import torch
 
 from . import checkpoint
 from .autoregressive import fresh_twin, held_out_loss, perplexity, train_twin
-from .autoregressive import sample as ar_sample
 from .config import GenerationConfig
 from .corpus import starter_corpus
 from .data import pack, read_texts, split
-from .denoise import generate
 from .errors import InputError
 from .evaluation import distinct_n, elbo_nll, elbo_rates, masked_token_loss, repetition_rate
 from .model import SpecialTokens, bf16_supported, pick_device
@@ -130,8 +126,10 @@ def evaluate(out: Path, corpus: Path, samples_per_prompt: int = 4) -> dict[str, 
     losses = {r: masked_token_loss(model, held_out, collator, r) for r in elbo_rates()}
     report = {r: masked_token_loss(model, held_out, collator, r) for r in (0.15, 0.5, 0.9)}
     prompts = [p for p in SAMPLE_PROMPTS for _ in range(samples_per_prompt)]
-    diffusion_texts, diffusion_s, _ = diffusion_samples(model, tokenizer, prompts, SAMPLING)
-    ar_texts, ar_s = ar_samples(twin, tokenizer, prompts, SAMPLING.max_new_tokens, SAMPLING.top_p)
+    from .assessment import ar_run, diffusion_run
+
+    diffusion_texts, diffusion_s, _ = diffusion_run(model, tokenizer, prompts, SAMPLING)
+    ar_texts, ar_s, _ = ar_run(twin, tokenizer, prompts, SAMPLING.max_new_tokens, top_p=SAMPLING.top_p)
     metrics = {
         "held_out_loss": {f"{r:.2f}": round(v, 4) for r, v in report.items()},
         "elbo_nll_per_token": round(elbo_nll(losses), 4),
@@ -148,31 +146,6 @@ def evaluate(out: Path, corpus: Path, samples_per_prompt: int = 4) -> dict[str, 
         checkpoint.write_manifest(out / name)
     _write_samples(out / "samples.md", prompts, diffusion_texts, ar_texts, metrics, samples_per_prompt)
     return metrics
-
-
-def diffusion_samples(
-    model: Any, tokenizer: Any, prompts: list[str], config: GenerationConfig
-) -> tuple[list[str], float, int]:
-    """One sample per prompt (prompt i with seed i): texts, seconds, forward passes."""
-    texts, nfe = [], 0
-    started = time.perf_counter()
-    for i, prompt in enumerate(prompts):
-        result = generate(model, tokenizer, prompt, replace(config, seed=i))
-        texts.append(result.texts[0])
-        nfe += result.nfe
-    return texts, time.perf_counter() - started, nfe
-
-
-def ar_samples(
-    twin: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, top_p: float
-) -> tuple[list[str], float]:
-    """The twin's sample per prompt (seed i), nucleus sampling: texts, seconds."""
-    texts = []
-    started = time.perf_counter()
-    for i, prompt in enumerate(prompts):
-        ids = [ids for ids, _ in ar_sample(twin, tokenizer, prompt, max_new_tokens, top_p=top_p, seed=i)][-1]
-        texts.append(str(tokenizer.decode(ids, skip_special_tokens=True)).strip())
-    return texts, time.perf_counter() - started
 
 
 def sample_metrics(twin: Any, tokenizer: Any, prompts: list[str], texts: list[str], seconds: float) -> dict[str, float]:

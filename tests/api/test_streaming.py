@@ -141,3 +141,23 @@ def test_slow_reader_gets_coalesced_frames_but_always_the_last(tiny_model, token
     steps, dropped, counted = asyncio.run(scenario())
     assert steps[-1] == 12 and len(steps) == STREAM_BUFFER
     assert dropped == counted == 12 - STREAM_BUFFER
+
+
+def test_the_autoregressive_stream_says_when_there_is_no_twin_and_names_bad_fields(server, tiny_twin):
+    with server() as (base, _):
+        with connect(_ws(base).replace("/ws/generate", "/ws/generate_ar")) as ws:
+            ws.send(json.dumps({"inputs": "the", "parameters": {"max_new_tokens": 4}}))
+            message = json.loads(ws.recv(timeout=30))
+        assert message["type"] == "error" and "no autoregressive model" in message["error"]["message"]
+    with server(ar_model=str(tiny_twin)) as (base, _):
+        with connect(_ws(base).replace("/ws/generate", "/ws/generate_ar")) as ws:
+            ws.send(json.dumps({"inputs": "the", "parameters": {"top_p": 2}}))
+            message = json.loads(ws.recv(timeout=30))
+        assert message["type"] == "error" and message["error"]["param"] == "parameters.top_p"
+        with connect(_ws(base).replace("/ws/generate", "/ws/generate_ar")) as ws:
+            ws.send(json.dumps({"inputs": "the quick", "parameters": {"max_new_tokens": 5, "seed": 1}}))
+            messages = []
+            while (m := json.loads(ws.recv(timeout=30)))["type"] == "frame":
+                messages.append(m)
+        assert [f["step"] for f in messages] == list(range(len(messages))) and 1 < len(messages) <= 6
+        assert m["type"] == "done" and m["results"][0]["details"]["nfe"] == messages[-1]["step"]

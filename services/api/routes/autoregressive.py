@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import ValidationError
 
 from diffusion_core import animation
 
@@ -19,7 +18,7 @@ from ..errors import ApiError
 from ..generation import check_limits
 from ..registry import Twin
 from ..schemas import GenerateRequest
-from .generate import close_with_error
+from .generate import close_with_error, receive_request
 
 router = APIRouter(tags=["generate"])
 _END = object()
@@ -32,20 +31,12 @@ async def ws_generate_ar(
     """Same request as /ws/generate (max_new_tokens, temperature, top_p, seed are used); a frame per token."""
     await websocket.accept()
     try:
-        raw = await websocket.receive_text()
-        if len(raw.encode()) > settings.max_payload_bytes:
-            raise ApiError(413, f"message is larger than {settings.max_payload_bytes} bytes")
-        body = GenerateRequest.model_validate_json(raw)
+        body = await receive_request(websocket, settings)
         check_limits(settings, body.parameters)
         twin = registry.twin
         if twin is None:
             reason = registry.twin_error or "this server has no autoregressive model (set UNMASK_AR_MODEL)"
             raise ApiError(404, reason)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"])
-        await close_with_error(websocket, ApiError(422, f"{param}: {first['msg']}", param or None), metrics)
-        return
     except ApiError as exc:
         await close_with_error(websocket, exc, metrics)
         return

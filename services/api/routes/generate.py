@@ -95,19 +95,9 @@ async def ws_generate(
     await websocket.accept()
     started = time.perf_counter()
     try:
-        raw = await websocket.receive_text()
-        if len(raw.encode()) > settings.max_payload_bytes:
-            raise ApiError(413, f"message is larger than {settings.max_payload_bytes} bytes")
-        body = GenerateRequest.model_validate_json(raw)
+        body = await receive_request(websocket, settings)
         entry = await resolve(registry, body.parameters.model, "parameters.model")
         ticket = submit(engine, entry, settings, body.inputs, body.parameters, stream=True)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"])
-        await close_with_error(
-            websocket, ApiError(422, f"{param}: {first['msg']}" if param else first["msg"], param or None), metrics
-        )
-        return
     except ApiError as exc:
         await close_with_error(websocket, exc, metrics)
         return
@@ -128,6 +118,19 @@ async def ws_generate(
         await close_with_error(websocket, ApiError(500, "internal error"), metrics, code=1011)
     finally:
         ticket.cancel()
+
+
+async def receive_request(websocket: WebSocket, settings: SettingsDep) -> GenerateRequest:
+    """The one request message of a generation socket; ApiError 413 or 422 (naming the field) if it is not one."""
+    raw = await websocket.receive_text()
+    if len(raw.encode()) > settings.max_payload_bytes:
+        raise ApiError(413, f"message is larger than {settings.max_payload_bytes} bytes")
+    try:
+        return GenerateRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"])
+        raise ApiError(422, f"{param}: {first['msg']}" if param else first["msg"], param or None) from None
 
 
 async def close_with_error(websocket: WebSocket, error: ApiError, metrics: MetricsDep, code: int = 1008) -> None:
