@@ -23,7 +23,7 @@ from .metrics import Metrics
 from .registry import ModelEntry
 
 log = logging.getLogger("unmask.engine")
-STREAM_BUFFER = 4  # frames held for a slow reader before older intermediate ones are dropped
+STREAM_BUFFER = 32  # frames held for a slow reader before older intermediate ones are dropped
 
 
 class Overloaded(Exception):

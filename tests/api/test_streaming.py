@@ -124,10 +124,11 @@ def test_slow_reader_gets_coalesced_frames_but_always_the_last(tiny_model, token
     from services.api.engine import STREAM_BUFFER, Ticket
     from services.api.metrics import Metrics
 
+    total = STREAM_BUFFER + 8
+
     async def scenario() -> tuple[list[int], int, int]:
-        state = create_denoiser(
-            tiny_model, tokenizer, "the", GenerationConfig(max_new_tokens=12, steps=12, seed=0, forbid_eos=True)
-        )
+        config = GenerationConfig(max_new_tokens=total, steps=total, block_length=0, seed=0, forbid_eos=True)
+        state = create_denoiser(tiny_model, tokenizer, "the", config)
         metrics = Metrics()
         ticket = Ticket(state, None, asyncio.get_running_loop(), True, metrics)  # type: ignore[arg-type]
         from diffusion_core.denoise import run
@@ -139,8 +140,8 @@ def test_slow_reader_gets_coalesced_frames_but_always_the_last(tiny_model, token
         return steps, ticket.dropped, int(metrics.frames_dropped._value.get())
 
     steps, dropped, counted = asyncio.run(scenario())
-    assert steps[-1] == 12 and len(steps) == STREAM_BUFFER
-    assert dropped == counted == 12 - STREAM_BUFFER
+    assert steps[-1] == total and len(steps) == STREAM_BUFFER
+    assert dropped == counted == total - STREAM_BUFFER
 
 
 def test_the_autoregressive_stream_says_when_there_is_no_twin_and_names_bad_fields(server, tiny_twin):

@@ -27,8 +27,10 @@ def chromium() -> str:
     raise RuntimeError("the browser tests need Chromium: apt-get install chromium (or set UNMASK_CHROMIUM)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope: Playwright's sync API keeps an event loop running in this thread while it is
+    # open, which would break later tests that call asyncio.run().
     with sync_playwright() as p:  # Playwright gives the browser a fresh profile of its own
         browser = p.chromium.launch(executable_path=chromium(), args=FLAGS)
         yield browser
