@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -151,3 +153,36 @@ def test_generation_stops_at_the_first_committed_end_token(tiny_model, tokenizer
 def test_bad_options_name_the_option(kw, field):
     with pytest.raises(ConfigError, match=field):
         GenerationConfig(**kw)
+
+
+def _widths(model, tokenizer, text: str, config: GenerationConfig) -> list[int]:
+    from diffusion_core.denoise import run
+
+    state = create_denoiser(model, tokenizer, text, config)
+    widths = []
+    original = state.request
+
+    def spy():
+        inputs = original()
+        widths.append(inputs.input_ids.shape[1])
+        return inputs
+
+    state.request = spy  # type: ignore[method-assign]
+    list(run(model, state))
+    assert not state.masked.any()
+    return widths
+
+
+def test_without_future_masks_each_pass_covers_the_text_so_far_and_this_block(tiny_model, tokenizer):
+    config = GenerationConfig(max_new_tokens=24, steps=6, block_length=8, seed=0, forbid_eos=True)
+    prompt = len(create_denoiser(tiny_model, tokenizer, "the quick", config).tokens[0]) - 24
+    assert set(_widths(tiny_model, tokenizer, "the quick", config)) == {prompt + 24}
+    short = _widths(tiny_model, tokenizer, "the quick", replace(config, future_masks=False))
+    assert short == [prompt + 8] * 2 + [prompt + 16] * 2 + [prompt + 24] * 2
+
+
+def test_without_future_masks_infilling_still_sees_the_text_after_each_blank(tiny_model, tokenizer):
+    text = "the <mask> <mask> fox jumps over the <mask> dog."
+    config = GenerationConfig(max_new_tokens=0, steps=3, block_length=1, seed=0, future_masks=False)
+    full = len(create_denoiser(tiny_model, tokenizer, text, config).tokens[0])
+    assert set(_widths(tiny_model, tokenizer, text, config)) == {full}

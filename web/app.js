@@ -102,6 +102,7 @@ function request() {
   }
   for (const name of CHOICES) parameters[name] = $(name).value;
   if ($("seed").value !== "") parameters.seed = Number($("seed").value);
+  parameters.future_masks = $("future_masks").checked;
   return { inputs: $("prompt").value, parameters };
 }
 

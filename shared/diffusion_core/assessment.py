@@ -41,6 +41,7 @@ def grid(new_tokens: int = NEW_TOKENS) -> dict[str, GenerationConfig]:
         "32 steps": replace(base, steps=32),
         f"{one_per_step} steps (one token per step)": replace(base, steps=one_per_step),
         "16 steps, linear": replace(base, schedule="linear"),
+        "16 steps, no future masks": replace(base, future_masks=False),
         "threshold 0.9": replace(base, steps=one_per_step, remasking="threshold", threshold=0.9),
         "threshold 0.7": replace(base, steps=one_per_step, remasking="threshold", threshold=0.7),
         "16 steps, top_p 0.8": replace(base, top_p=0.8),

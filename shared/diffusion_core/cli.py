@@ -50,6 +50,12 @@ def _generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remasking", default=d.remasking, help="low_confidence | random | threshold")
     p.add_argument("--threshold", type=float, default=d.threshold, help="confidence kept by --remasking threshold")
     p.add_argument("--block-length", type=int, default=d.block_length, help="semi-autoregressive block size (0: off)")
+    p.add_argument(
+        "--no-future-masks",
+        dest="future_masks",
+        action="store_false",
+        help="each pass covers the text so far and the current block only (faster on long texts)",
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num-samples", type=int, default=d.num_samples)
     p.add_argument("--forbid-eos", action="store_true", help="never stop early at an end-of-text token")
@@ -69,6 +75,7 @@ def generation_config(args: argparse.Namespace):  # -> GenerationConfig
         remasking=args.remasking,
         threshold=args.threshold,
         block_length=args.block_length,
+        future_masks=args.future_masks,
         seed=args.seed,
         num_samples=args.num_samples,
         forbid_eos=args.forbid_eos,

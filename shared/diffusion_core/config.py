@@ -20,6 +20,7 @@ class GenerationConfig:
     remasking: str = "low_confidence"  # which predictions are kept (remasking.REMASKING)
     threshold: float = 0.9  # with remasking="threshold": keep predictions this confident
     block_length: int = 16  # semi-autoregressive blocks of this many tokens (0: one block)
+    future_masks: bool = True  # passes see later blocks' masks; False: the text so far + this block (faster)
     seed: int | None = None  # sample i uses seed + i; None draws a fresh seed
     num_samples: int = 1  # rows generated together in one batch
     forbid_eos: bool = False  # never end early at an end-of-text token

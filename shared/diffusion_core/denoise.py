@@ -76,6 +76,7 @@ class Denoiser:
         self.attention = torch.ones_like(self.tokens)
         self.confidence = torch.full(self.tokens.shape, float("nan"))
         self.prompt_length = canvas.prompt_length
+        self.text_end = int(self.fixed[0].nonzero().max()) + 1  # one past the last supplied token
         self.infill = canvas.infill
         self.stop_at_end = not canvas.infill and not config.forbid_eos
         self.banned = torch.tensor(sorted(set(banned_ids) | ({special.end} if not self.stop_at_end else set())))
@@ -115,10 +116,15 @@ class Denoiser:
         return self.block_index >= len(self.blocks)
 
     def _window_columns(self) -> torch.Tensor:
+        """Canvas columns of the next pass: all of it, or without the masks of later blocks
+        (future_masks=False, or a canvas longer than the model's positions)."""
         length = self.tokens.shape[1]
+        block_end = int(self.blocks[self.block_index].positions[-1]) + 1
+        if not self.config.future_masks:
+            length = max(block_end, self.text_end)  # text the request supplied always stays in view
         if length <= self.window:
             return torch.arange(length)
-        end = int(self.blocks[self.block_index].positions[-1]) + 1
+        end = block_end
         start = max(1, end - (self.window - 1))
         return torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(start, end)])
 
