@@ -37,6 +37,7 @@ class Reloader:
 
     def _loop(self) -> None:
         pubsub: PubSub | None = None
+        down = False
         while not self._stop.is_set() and not self.registry.loaded.wait(0.1):
             pass
         while not self._stop.is_set():
@@ -48,8 +49,13 @@ class Reloader:
                 if message is not None:
                     self.refused.discard(json.loads(message["data"]).get("version", ""))
                 self.sync()
+                if down:
+                    log.info("Redis reachable again; following the checkpoint pointer")
+                    down = False
             except RedisError as error:
-                log.warning("Redis unreachable (%s); serving %s and retrying", error, self.registry.serving)
+                if not down:  # once per outage, not once per poll
+                    log.warning("Redis unreachable (%s); serving %s and retrying", error, self.registry.serving)
+                    down = True
                 pubsub = None
                 self._stop.wait(self.poll_s)
             except Exception:
