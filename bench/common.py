@@ -7,7 +7,6 @@ machine, versions and date; bench/report.py turns those files into docs/results.
 import io
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Iterator
@@ -16,33 +15,23 @@ from pathlib import Path
 
 import torch
 
+from diffusion_core import assessment
+
 RESULTS = Path(__file__).parent / "results"
 
 
 def environment() -> dict[str, str]:
-    import transformers
-
-    if torch.cuda.is_available():
-        hardware = f"{torch.cuda.get_device_name(0)} (GPU)"
-    else:
-        hardware = f"{_cpu_name()}, {torch.get_num_threads()} threads (CPU)"
+    """unmask eval's record of the machine, with the time of day and the kind of device."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    env = assessment.environment(device)
+    kind = "GPU" if device.type == "cuda" else f"{env['threads']} threads (CPU)"
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "hardware": hardware,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
+        "hardware": f"{env['hardware']}, {kind}",
+        "torch": env["torch"],
+        "transformers": env["transformers"],
+        "python": env["python"],
     }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class _Tee(io.TextIOBase):

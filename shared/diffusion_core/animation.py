@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
+from html import escape
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -250,13 +251,15 @@ def save_gif(images: Sequence[Image.Image], path: str | Path) -> Path:
 
 
 def save_pngs(images: Sequence[Image.Image], folder: str | Path) -> list[Path]:
+    """Numbered PNGs (0000.png ...), each written atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for n, image in enumerate(images):
-        path = folder / f"{n:04d}.png"
-        image.save(path)
-        paths.append(path)
+        buffer = BytesIO()
+        image.save(buffer, format="PNG")
+        write_bytes(folder / f"{n:04d}.png", buffer.getvalue())
+        paths.append(folder / f"{n:04d}.png")
     return paths
 
 
@@ -301,14 +304,10 @@ def _share(msg: Message, run: Sequence[Message]) -> float:
     return msg["step"] / max(1, run[-1]["step"])
 
 
-PLAYER = (Path(__file__).parent / "player.html").read_text
+PLAYER = Path(__file__).parent / "player.html"  # the page template: __TITLE__ and __FRAMES__ filled in
 
 
 def html(messages: Sequence[Message], title: str) -> str:
     """A self-contained page that replays the run (play, pause, step, scrub); no network needed."""
     data = json.dumps(list(messages)).replace("</", "<\\/")
-    return PLAYER().replace("__TITLE__", _escape(title)).replace("__FRAMES__", data)
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    return PLAYER.read_text().replace("__TITLE__", escape(title)).replace("__FRAMES__", data)

@@ -187,20 +187,28 @@ def _config(config: GenerationConfig) -> dict[str, Any]:
 
 def environment(device: torch.device) -> dict[str, str]:
     """Where the figures come from: a result without its machine is not a result."""
-    hardware = (
-        torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    )
     import transformers
 
     return {
         "date": time.strftime("%Y-%m-%d"),
         "device": str(device),
-        "hardware": hardware,
+        "hardware": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "threads": str(torch.get_num_threads()),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
     }
+
+
+def cpu_name() -> str:
+    """The processor's marketing name where Linux tells it, else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def markdown(report: dict[str, Any]) -> str:

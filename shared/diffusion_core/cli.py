@@ -250,6 +250,7 @@ def _starter(args: argparse.Namespace) -> int:
 @command("visualize")
 def _visualize(args: argparse.Namespace) -> int:
     from . import animation, checkpoint
+    from .manifest import write_bytes
     from .model import pick_device
 
     model, tokenizer = checkpoint.load(args.model or default_model(), pick_device(args.device))
@@ -259,7 +260,7 @@ def _visualize(args: argparse.Namespace) -> int:
     gif = animation.save_gif(images, out / "run.gif")
     animation.save_pngs(images, out / "frames")
     page = out / "run.html"
-    page.write_text(animation.html(messages, f"unmask: {args.prompt}"))
+    write_bytes(page, animation.html(messages, f"unmask: {args.prompt}").encode())
     print(f"{len(images)} frames ({len(messages) - 1} steps, {images[0].width}x{images[0].height} px)")
     print(f"  {gif}\n  {out / 'frames'}/0000.png ... {len(images) - 1:04d}.png\n  {page}")
     return 0
@@ -311,6 +312,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from . import assessment, checkpoint, starter
     from .data import pack, read_texts
+    from .manifest import write_bytes
     from .model import load_tokenizer, max_positions, pick_device
 
     device = pick_device(args.device)
@@ -338,7 +340,7 @@ def _eval(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.write_json(out / "eval.json", report)
-    (out / "eval.md").write_text(assessment.markdown(report))
+    write_bytes(out / "eval.md", assessment.markdown(report).encode())
     assessment.plot(report, out / "pareto.png")
     print(assessment.markdown(report))
     print(f"written: {out / 'eval.json'}, {out / 'eval.md'}, {out / 'pareto.png'}")

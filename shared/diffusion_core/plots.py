@@ -14,13 +14,19 @@ def _axes(
     size: tuple[int, int],
     margins: tuple[int, int, int, int],
     bounds: tuple[float, float, float, float],
-    to_px: Callable[[float, float], tuple[float, float]],
     labels: tuple[str, str, str],
     x_format: str,
-) -> None:
-    """The frame, five ticks on each axis, the title (top right) and the axis labels."""
+) -> Callable[[float, float], tuple[float, float]]:
+    """Draw the frame, five ticks on each axis, the title (top right) and the axis labels; return
+    the data -> pixel mapping."""
     (width, height), (left, right, top, bottom), (x0, x1, y0, y1) = size, margins, bounds
     title, x_label, y_label = labels
+
+    def to_px(x: float, y: float) -> tuple[float, float]:
+        px = left + (x - x0) / (x1 - x0) * (width - left - right)
+        py = height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)
+        return px, py
+
     draw.rectangle([left, top, width - right, height - bottom], outline="black")
     for i in range(5):
         y, x = y0 + (y1 - y0) * i / 4, x0 + (x1 - x0) * i / 4
@@ -32,6 +38,7 @@ def _axes(
     draw.text((width - right - font.getlength(title), 10), title, fill="black", font=font)
     draw.text(((width - right) / 2, height - 22), x_label, fill="black", font=font)
     draw.text((5, top - 30), y_label, fill="black", font=font)
+    return to_px
 
 
 def line_chart(
@@ -54,13 +61,8 @@ def line_chart(
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
     y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
-
-    def to_px(x: float, y: float) -> tuple[float, float]:
-        px = left + (x - x0) / (x1 - x0) * (width - left - right)
-        py = height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)
-        return px, py
-
-    _axes(draw, font, size, (left, right, top, bottom), (x0, x1, y0, y1), to_px, (title, x_label, y_label), "g")
+    margins, bounds = (left, right, top, bottom), (x0, x1, y0, y1)
+    to_px = _axes(draw, font, size, margins, bounds, (title, x_label, y_label), "g")
     for i, (name, values) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
         if len(values) > 1:
@@ -93,14 +95,8 @@ def scatter_chart(
     xs, ys = [p[0] for p in points.values()] or [0.0], [p[1] for p in points.values()] or [0.0]
     pad_x, pad_y = (max(xs) - min(xs)) * 0.08 or 1.0, (max(ys) - min(ys)) * 0.08 or 1.0
     x0, x1, y0, y1 = min(xs) - pad_x, max(xs) + pad_x, min(ys) - pad_y, max(ys) + pad_y
-
-    def to_px(x: float, y: float) -> tuple[float, float]:
-        return (
-            left + (x - x0) / (x1 - x0) * (width - left - right),
-            height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom),
-        )
-
-    _axes(draw, font, size, (left, right, top, bottom), (x0, x1, y0, y1), to_px, (title, x_label, y_label), ".0f")
+    margins, bounds = (left, right, top, bottom), (x0, x1, y0, y1)
+    to_px = _axes(draw, font, size, margins, bounds, (title, x_label, y_label), ".0f")
     line = sorted((points[name] for name in front), key=lambda p: p[0])
     if len(line) > 1:
         draw.line([to_px(x, y) for x, y in line], fill="#7f7f7f", width=2)

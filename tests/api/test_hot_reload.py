@@ -12,6 +12,7 @@ from diffusion_core import GenerationConfig, checkpoint, generate
 from diffusion_core.manifest import MANIFEST, sha256
 from diffusion_core.model import fresh_masked_lm
 from diffusion_core.store import VERSIONS, Store, new_version
+from tests.processes import wait_for
 
 KEY = "k" * 32
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -36,16 +37,6 @@ def publish(store: Store, source, name: str) -> str:
     record = {"model": name, "created_at": int(time.time()), "job_id": None, "base": "tiny", "root": "tiny"}
     store.publish(staged, version, {**record, "metrics": {}}, keep=3)
     return version
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def text(client, **params) -> str:
