@@ -127,7 +127,8 @@ def test_generation_stops_at_the_first_committed_end_token(tiny_model, tokenizer
     logits = torch.zeros(step.rows.numel(), vocab)
     logits[:, special.end] = -5.0
     logits[3, special.end] = 10.0  # one confident end token in the 4th generated slot
-    frame = state.advance(logits)
+    state.advance(logits)
+    frame = state.frame()
     generated = frame.tokens[0, 2:]
     assert generated[3] == special.end and (generated[4:] == special.pad).all()
     assert int(frame.masked.sum()) == 3, "only the slots before the end token are left to fill"

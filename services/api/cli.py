@@ -13,6 +13,7 @@ def register(sub: argparse._SubParsersAction) -> dict:
     p.add_argument("--host", default=os.environ.get("UNMASK_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("UNMASK_PORT", "8000")))
     p.add_argument("--model", default=None, help="checkpoint directory or hub id (overrides UNMASK_MODEL)")
+    p.add_argument("--dtype", default=None, help="auto | float32 | bfloat16 | float16 (overrides UNMASK_DTYPE)")
     return {"serve": serve}
 
 
@@ -40,10 +41,9 @@ def serve(args: argparse.Namespace) -> int:
     from .config import Settings
     from .main import create_app
 
-    if args.model:
-        os.environ["UNMASK_MODEL"] = args.model
+    overrides = {name: value for name in ("model", "dtype") if (value := getattr(args, name)) is not None}
     try:
-        settings = Settings()
+        settings = Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(f"UNMASK_{str(first['loc'][0]).upper()}: {first['msg']}") from None

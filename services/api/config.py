@@ -1,6 +1,7 @@
 """Service settings, read from UNMASK_-prefixed environment variables once, at startup."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,6 +12,9 @@ class Settings(BaseSettings):
 
     model: str | None = Field(None, description="checkpoint directory or hub id; default: the bundled starter")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights of the served models: auto = bf16 on a CUDA GPU, float32 elsewhere"
+    )
     api_key: str | None = Field(None, description="bearer key for write routes; none: write routes refuse every call")
     max_input_tokens: int = Field(256, ge=1, description="longest prompt, in tokens")
     max_new_tokens: int = Field(512, ge=1, description="most tokens one request may generate")

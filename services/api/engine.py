@@ -10,14 +10,17 @@ import logging
 import threading
 import time
 from collections import deque
+from itertools import accumulate
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from diffusion_core import Denoiser, Frame
 from diffusion_core.model import masked_logits
+from diffusion_core.timing import lap
 
 from .metrics import Metrics
 from .registry import ModelEntry
@@ -48,7 +51,6 @@ class Ticket:
         self.cancelled = threading.Event()
         self.enqueued = time.perf_counter()
         self.started: float | None = None
-        self.forward_s = 0.0
         self.dropped = 0
         self.opening: dict[str, Any] | None = None  # the step-0 frame message, for streams
 
@@ -161,33 +163,30 @@ class Engine:
                 self._retire(batch)
 
     def _step(self, batch: list[Ticket]) -> None:
+        """One shared forward pass over every row of the batch, then each request's own step on the device."""
         entry = batch[0].entry
         inputs = [t.state.request() for t in batch]
         width = max(i.input_ids.shape[1] for i in inputs)
         pad = batch[0].state.special.pad
-        ids = torch.cat(
-            [torch.nn.functional.pad(i.input_ids, (0, width - i.input_ids.shape[1]), value=pad) for i in inputs]
-        )
-        attention = torch.cat(
-            [torch.nn.functional.pad(i.attention_mask, (0, width - i.attention_mask.shape[1])) for i in inputs]
-        )
-        offsets = torch.tensor([0] + [i.input_ids.shape[0] for i in inputs]).cumsum(0)
+        ids = torch.cat([F.pad(i.input_ids, (0, width - i.input_ids.shape[1]), value=pad) for i in inputs])
+        attention = torch.cat([F.pad(i.attention_mask, (0, width - i.attention_mask.shape[1])) for i in inputs])
+        offsets = [0, *accumulate(i.input_ids.shape[0] for i in inputs)]  # first row of each request
         rows = torch.cat([i.rows + offsets[n] for n, i in enumerate(inputs)])
         cols = torch.cat([i.cols for i in inputs])
         d = entry.device
-        t0 = time.perf_counter()
         with torch.inference_mode(), torch.autocast(d.type, dtype=torch.bfloat16, enabled=self.autocast):
-            logits = masked_logits(entry.model, ids.to(d), attention.to(d), rows.to(d), cols.to(d))
-        forward_s = time.perf_counter() - t0
-        self._count(batch, ids.shape[0])
-        finished = []
-        for ticket, part in zip(batch, logits.split([i.rows.numel() for i in inputs])):
-            frame = ticket.state.advance(part, forward_s=forward_s)
-            ticket.forward_s += forward_s
-            ticket.deliver(frame)
-            if frame.done:
-                finished.append(ticket)
-                self.metrics.tokens.inc(sum(ticket.state.generated_tokens()))
+            with lap(d) as timer:
+                logits = masked_logits(entry.model, ids, attention, rows, cols)
+            self._count(batch, ids.shape[0])
+            finished = []
+            for ticket, part in zip(batch, logits.split([i.rows.numel() for i in inputs])):
+                state = ticket.state
+                state.advance(part, timer)
+                if ticket.stream or state.finished:
+                    ticket.deliver(state.frame())  # the one host copy of this request's step
+                if state.finished:
+                    finished.append(ticket)
+                    self.metrics.tokens.inc(sum(state.generated_tokens()))
         self._retire(finished)
 
     def _count(self, batch: list[Ticket], rows: int) -> None:

@@ -80,7 +80,7 @@ def submit(
 
 
 def frame_message(ticket: Ticket, frame: Frame) -> dict[str, Any]:
-    return animation.message(frame, ticket.state, ticket.entry.pieces)
+    return animation.message(frame, ticket.entry.pieces)
 
 
 def results(ticket: Ticket, params: GenerateParameters, started: float) -> list[GenerateResponse]:
@@ -88,7 +88,7 @@ def results(ticket: Ticket, params: GenerateParameters, started: float) -> list[
     texts = decode(ticket.entry.tokenizer, state)
     timings = Timings(
         total_ms=round((time.perf_counter() - started) * 1000, 2),
-        forward_ms=round(ticket.forward_s * 1000, 2),
+        forward_ms=round(state.forward_s * 1000, 2),
         queue_ms=round(ticket.queue_s * 1000, 2),
     )
     out = []

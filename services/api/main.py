@@ -38,7 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = _redis(settings.redis_url)
         store = Store(settings.state_dir, redis) if redis is not None else None
         twin = twin_source(settings.ar_model, settings.model)
-        registry = ModelRegistry(settings.model, settings.device, store, settings.max_loaded_models, twin)
+        registry = ModelRegistry(
+            settings.model, settings.device, store, settings.max_loaded_models, twin, dtype=settings.dtype
+        )
         engine = Engine(
             metrics, settings.max_concurrent_requests, settings.max_queue, settings.batching, settings.autocast
         )

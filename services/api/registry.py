@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from diffusion_core import GenerationConfig, checkpoint, generate
 from diffusion_core.errors import CheckpointError
 from diffusion_core.manifest import MANIFEST, read_metadata, sha256
-from diffusion_core.model import load_tokenizer, max_positions, pick_device
+from diffusion_core.model import load_tokenizer, max_positions, pick_device, pick_dtype
 from diffusion_core.render import TokenPieces
 from diffusion_core.starter import STARTER_AR, STARTER_DIFFUSION
 from diffusion_core.store import BASE, Store
@@ -33,9 +33,9 @@ class Twin:
     tokenizer: PreTrainedTokenizerBase
 
 
-def load_twin(source: str, device_name: str) -> Twin:
+def load_twin(source: str, device_name: str, dtype_name: str = "auto") -> Twin:
     device = pick_device(device_name)
-    model = checkpoint.load_causal_lm(source, device)
+    model = checkpoint.load_causal_lm(source, device, pick_dtype(dtype_name, device))
     return Twin(base_identity(source)[0], model, load_tokenizer(source))
 
 
@@ -71,10 +71,10 @@ def base_identity(source: str) -> tuple[str, str]:
     return name, version
 
 
-def load_entry(source: str, device_name: str, name: str, version: str) -> ModelEntry:
+def load_entry(source: str, device_name: str, name: str, version: str, dtype_name: str = "auto") -> ModelEntry:
     """Load, verify and smoke-test one model (blocking: call it from a thread)."""
     device = pick_device(device_name)
-    model, tokenizer = checkpoint.load(source, device)
+    model, tokenizer = checkpoint.load(source, device, pick_dtype(dtype_name, device))
     _smoke(model, tokenizer)
     return ModelEntry(
         name, version, source, model, tokenizer, TokenPieces(tokenizer), device, max_positions(model, tokenizer)
@@ -106,12 +106,13 @@ class ModelRegistry:
         store: Store | None = None,
         max_loaded: int = 2,
         twin_source: str | None = None,
+        dtype: str = "auto",
     ) -> None:
         self.source = source or str(STARTER_DIFFUSION)
         self.twin_source = twin_source
         self.twin: Twin | None = None
         self.twin_error: str | None = None
-        self.device = device
+        self.device, self.dtype = device, dtype
         self.store = store
         self.max_loaded = max_loaded
         self.base_name, self.base_version = base_identity(self.source)
@@ -126,7 +127,7 @@ class ModelRegistry:
 
     def load(self) -> None:
         try:
-            self.base = load_entry(self.source, self.device, self.base_name, self.base_version)
+            self.base = load_entry(self.source, self.device, self.base_name, self.base_version, self.dtype)
             self.current = self.base
         except Exception as exc:  # reported through /ready and /info; the process stays up
             self.error = str(exc)
@@ -135,7 +136,7 @@ class ModelRegistry:
             self.loaded.set()
         if self.twin_source is not None:
             try:
-                self.twin = load_twin(self.twin_source, self.device)
+                self.twin = load_twin(self.twin_source, self.device, self.dtype)
             except Exception as exc:  # the comparison is optional: report it, serve on
                 self.twin_error = str(exc)
 
@@ -152,7 +153,7 @@ class ModelRegistry:
             path = self.store.path(version)
             if not (path / MANIFEST).is_file() or sha256(path / MANIFEST) != record["manifest_sha256"]:
                 raise CheckpointError(f"{version}: manifest missing or not the one recorded at publish")
-            entry = load_entry(str(path), self.device, record["model"], version)
+            entry = load_entry(str(path), self.device, record["model"], version, self.dtype)
             self._versions[version] = entry
             self._evict()
             return entry

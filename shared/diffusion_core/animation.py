@@ -18,9 +18,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image, ImageDraw, ImageFont
-from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import GenerationConfig
@@ -50,45 +48,37 @@ COLORS = {
 LEGEND = (("prompt", "prompt"), ("masked", "still masked"), ("new", "revealed at this step"), ("text", "earlier"))
 
 
-def _samples(
-    state: Denoiser, pieces: TokenPieces, tokens: Tensor, masked: Tensor, revealed: Tensor, confidence: Tensor
-) -> list[dict[str, Any]]:
-    live = state.attention > 0
+def _samples(frame: Frame, pieces: TokenPieces) -> list[dict[str, Any]]:
     samples = []
-    for row in range(tokens.shape[0]):
-        keep = live[row]
-        conf = confidence[row][keep].tolist()
+    for row in range(frame.tokens.shape[0]):
+        keep = frame.live[row]
+        conf = frame.confidence[row][keep].tolist()
         samples.append(
             {
-                "tokens": pieces(tokens[row][keep].tolist()),
-                "masked": masked[row][keep].tolist(),
-                "revealed": revealed[row][keep].tolist(),
-                "fixed": state.fixed[row][keep].tolist(),
+                "tokens": pieces(frame.tokens[row][keep].tolist()),
+                "masked": frame.masked[row][keep].tolist(),
+                "revealed": frame.revealed[row][keep].tolist(),
+                "fixed": frame.fixed[row][keep].tolist(),
                 "confidence": [None if c != c else round(c, 4) for c in conf],
             }
         )
     return samples
 
 
-def message(frame: Frame, state: Denoiser, pieces: TokenPieces) -> Message:
+def message(frame: Frame, pieces: TokenPieces) -> Message:
     """One step as the viewer receives it: per sample, the piece, mask, reveal and confidence of each position."""
-    samples = _samples(state, pieces, frame.tokens, frame.masked, frame.revealed, frame.confidence)
     timing = {
         "forward_ms": round(frame.forward_s * 1000, 2),
         "step_ms": round(frame.step_s * 1000, 2),
         "elapsed_ms": round(frame.elapsed_s * 1000, 2),
     }
-    return {"type": "frame", "step": frame.step, "steps": state.config.steps, "block": frame.block,
-            "done": frame.done, "prompt_length": state.prompt_length, "samples": samples, "timing": timing}  # fmt: skip
+    return {"type": "frame", "step": frame.step, "steps": frame.steps, "block": frame.block, "done": frame.done,
+            "prompt_length": frame.prompt_length, "samples": _samples(frame, pieces), "timing": timing}  # fmt: skip
 
 
 def opening(state: Denoiser, pieces: TokenPieces) -> Message:
     """Step 0: the prompt and every mask, before the first forward pass (call it before the first step)."""
-    none = torch.zeros_like(state.masked)
-    samples = _samples(state, pieces, state.tokens, state.masked, none, state.confidence)
-    timing = {"forward_ms": 0.0, "step_ms": 0.0, "elapsed_ms": 0.0}
-    return {"type": "frame", "step": 0, "steps": state.config.steps, "block": 0, "done": False,
-            "prompt_length": state.prompt_length, "samples": samples, "timing": timing}  # fmt: skip
+    return message(state.frame(), pieces)
 
 
 def ar_message(prompt: list[str], written: list[str], step: int, elapsed_s: float, forward_s: float) -> Message:
@@ -114,7 +104,7 @@ def diffusion_messages(
     state = create_denoiser(model, tokenizer, prompt, config)
     yield opening(state, pieces)
     for frame in run(model, state):
-        yield message(frame, state, pieces)
+        yield message(frame, pieces)
 
 
 def ar_messages(

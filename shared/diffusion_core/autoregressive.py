@@ -15,7 +15,9 @@ from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from .data import Blocks
+from .draws import uniforms
 from .model import SpecialTokens
+from .timing import Lap, lap
 
 
 def fresh_twin(
@@ -143,32 +145,34 @@ def _decode(
     top_p: float,
     temperature: float,
     seed: int,
-) -> Iterator[tuple[torch.Tensor, float]]:
-    """Yield (next token of each row (B,), forward seconds) per step; KV-cached, row i seeded seed + i.
+) -> Iterator[tuple[torch.Tensor, Lap]]:
+    """Yield (next token of each row (B,) on the model's device, the forward pass's lap) per step.
 
-    Stops when every row has written the end token (rows that ended keep sampling, unused)."""
+    KV-cached; row i draws with seed + i (counter-based, as diffusion does); sampling stays on the
+    device. Stops when every row has written the end token (rows that ended keep sampling, unused)."""
     from .sampling import SamplingParams
     from .sampling import top_p as nucleus
 
     start, end = ends(tokenizer)
     device = next(model.parameters()).device
-    generators = [torch.Generator().manual_seed(seed + i) for i in range(rows)]
     prefix = [start] if start is not None else []
     ids = torch.tensor([prefix + tokenizer(prompt, add_special_tokens=False)["input_ids"]] * rows, device=device)
-    past, ended = None, torch.zeros(rows, dtype=torch.bool)
+    seeds = (seed + torch.arange(rows, device=device)).unsqueeze(-1)
+    column = torch.zeros(1, 1, dtype=torch.long, device=device)  # one draw per row and step
+    past, ended = None, torch.zeros(rows, dtype=torch.bool, device=device)
     params = SamplingParams(temperature=temperature, top_p=top_p)
     cache = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # transformers 5
-    for _ in range(max_new_tokens):
-        t0 = time.perf_counter()
-        result = model(input_ids=ids, use_cache=True, **{cache: past})
+    for step in range(max_new_tokens):
+        with lap(device) as timer:
+            result = model(input_ids=ids, use_cache=True, **{cache: past})
         past = getattr(result, cache)
-        uniforms = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators])
-        tokens = nucleus(result.logits[:, -1].float().cpu(), uniforms, params)
-        yield tokens, time.perf_counter() - t0
+        draws = uniforms(seeds, column, step).view(-1).to(device)
+        tokens = nucleus(result.logits[:, -1].float(), draws, params)
+        yield tokens, timer
         ended |= tokens == end
-        if bool(ended.all()):
+        if bool(ended.all()):  # the one host read of a step
             return
-        ids = tokens.view(rows, 1).to(device)
+        ids = tokens.view(rows, 1)
 
 
 def sample(
@@ -182,9 +186,9 @@ def sample(
 ) -> Iterator[tuple[list[int], float]]:
     """Yield (continuation ids so far, forward seconds) after each token; KV-cached, one pass per token."""
     out: list[int] = []
-    for tokens, forward_s in _decode(model, tokenizer, prompt, max_new_tokens, 1, top_p, temperature, seed):
+    for tokens, timer in _decode(model, tokenizer, prompt, max_new_tokens, 1, top_p, temperature, seed):
         out.append(int(tokens[0]))
-        yield list(out), forward_s
+        yield list(out), timer.seconds
 
 
 def sample_rows(
@@ -201,6 +205,6 @@ def sample_rows(
     _, end = ends(tokenizer)
     steps = [t for t, _ in _decode(model, tokenizer, prompt, max_new_tokens, rows, top_p, temperature, seed)]
     out = []
-    for row in torch.stack(steps, 1).tolist() if steps else [[]] * rows:
+    for row in torch.stack(steps, 1).cpu().tolist() if steps else [[]] * rows:
         out.append(row[: row.index(end) + 1] if end in row else row)
     return out

@@ -78,8 +78,10 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load(source: str | Path, device: torch.device) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model and tokenizer from a checkpoint directory (verified) or a hub id (users online)."""
+def load(
+    source: str | Path, device: torch.device, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model (weights in `dtype`) and tokenizer from a checkpoint directory (verified) or a hub id (users online)."""
     path = Path(source)
     if path.exists():
         if not path.is_dir():
@@ -89,18 +91,18 @@ def load(source: str | Path, device: torch.device) -> tuple[PreTrainedModel, Pre
     elif str(source).startswith((".", "/")) or str(source).count("/") > 1:
         raise CheckpointError(f"{source}: no such checkpoint directory")
     tokenizer = load_tokenizer(source)
-    return load_masked_lm(source, device), tokenizer
+    return load_masked_lm(source, device, dtype), tokenizer
 
 
-def load_causal_lm(source: str | Path, device: torch.device) -> PreTrainedModel:
-    """A causal LM (the AR twin) from a verified checkpoint directory or a hub id, float32, eval mode."""
+def load_causal_lm(source: str | Path, device: torch.device, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """A causal LM (the AR twin) from a verified checkpoint directory or a hub id, in `dtype`, eval mode."""
     from transformers import AutoModelForCausalLM
 
     path = Path(source)
     if path.is_dir() and ((path / METADATA).exists() or (path / MANIFEST).exists()):
         verify(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(source), use_safetensors=True, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(source), use_safetensors=True, dtype=dtype)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"cannot load a causal LM from {source}: {str(exc).splitlines()[0]}") from None
     return model.to(device).eval()  # type: ignore[arg-type]

@@ -33,6 +33,20 @@ def default_model() -> str:
     return os.environ.get("UNMASK_MODEL") or str(STARTER_DIFFUSION)
 
 
+def _device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument(
+        "--dtype", default="auto", help="weights: auto | float32 | bfloat16 | float16 (auto: bf16 on a CUDA GPU, else float32)"
+    )
+
+
+def _device_and_dtype(args: argparse.Namespace):  # -> tuple[torch.device, torch.dtype]
+    from .model import pick_device, pick_dtype
+
+    device = pick_device(args.device)
+    return device, pick_dtype(args.dtype, device)
+
+
 def _generation_args(p: argparse.ArgumentParser) -> None:
     from dataclasses import fields
     from types import SimpleNamespace
@@ -91,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--model", default=None, help="checkpoint directory or hub id (default: UNMASK_MODEL or the starter)"
     )
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    _device_args(g)
     g.add_argument("--show-steps", action="store_true", help="print every denoising step")
     g.add_argument("--json", action="store_true", help="print the result as JSON")
     _generation_args(g)
@@ -128,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--model", default=None, help="checkpoint directory or hub id (default: UNMASK_MODEL or the starter)"
     )
-    v.add_argument("--device", default="auto")
+    _device_args(v)
     _generation_args(v)
 
     c = sub.add_parser("compare", help="diffusion and its autoregressive twin side by side, on one wall clock")
@@ -136,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="folder for compare.gif and compare.json")
     c.add_argument("--model", default=None, help="diffusion checkpoint (default: UNMASK_MODEL or the starter)")
     c.add_argument("--ar-model", default=None, help="causal LM checkpoint or hub id (default: the starter's twin)")
-    c.add_argument("--device", default="auto")
+    _device_args(c)
     c.add_argument("--fps", type=float, default=10.0, help="GIF frames per second of wall-clock time")
     _generation_args(c)
 
@@ -153,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--new-tokens", type=int, default=64, help="tokens each sample writes")
     e.add_argument("--out", default="runs/eval", help="folder for eval.json, eval.md and pareto.png")
     e.add_argument("--work", default="runs/starter", help="where the starter corpus is (extracted if missing)")
-    e.add_argument("--device", default="auto")
+    _device_args(e)
 
     s = sub.add_parser("starter", help="rebuild or re-evaluate the bundled starter models")
     s.add_argument("action", choices=["build", "eval"])
@@ -181,13 +195,12 @@ def _levels(text: str) -> tuple[float, ...] | None:
 def _generate(args: argparse.Namespace) -> int:
     from . import checkpoint
     from .denoise import create_denoiser, decode, run
-    from .model import pick_device
     from .render import frame_text
 
     config = generation_config(args)
-    model, tokenizer = checkpoint.load(args.model or default_model(), pick_device(args.device))
+    model, tokenizer = checkpoint.load(args.model or default_model(), *_device_and_dtype(args))
     state = create_denoiser(model, tokenizer, args.prompt, config)
-    for frame in run(model, state):
+    for frame in run(model, state, every_step=args.show_steps):
         if args.show_steps:
             for row in range(config.num_samples):
                 label = f"[{frame.step:>3}]" + (f" #{row}" if config.num_samples > 1 else "")
@@ -251,9 +264,8 @@ def _starter(args: argparse.Namespace) -> int:
 def _visualize(args: argparse.Namespace) -> int:
     from . import animation, checkpoint
     from .manifest import write_bytes
-    from .model import pick_device
 
-    model, tokenizer = checkpoint.load(args.model or default_model(), pick_device(args.device))
+    model, tokenizer = checkpoint.load(args.model or default_model(), *_device_and_dtype(args))
     messages = list(animation.diffusion_messages(model, tokenizer, args.prompt, generation_config(args)))
     out = Path(args.out)
     images = animation.stills(messages)
@@ -271,15 +283,14 @@ def _compare(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from . import animation, checkpoint
-    from .model import pick_device
     from .starter import STARTER_AR, STARTER_DIFFUSION
 
-    device = pick_device(args.device)
+    device, dtype = _device_and_dtype(args)
     source = args.model or default_model()
     if args.ar_model is None and Path(source).resolve() != STARTER_DIFFUSION.resolve():
         raise ConfigError("--ar-model is required unless --model is the bundled starter", "ar_model")
-    model, tokenizer = checkpoint.load(source, device)
-    twin = checkpoint.load_causal_lm(args.ar_model or STARTER_AR, device)
+    model, tokenizer = checkpoint.load(source, device, dtype)
+    twin = checkpoint.load_causal_lm(args.ar_model or STARTER_AR, device, dtype)
     config = generation_config(args)
     seed = config.seed if config.seed is not None else 0
 
@@ -313,21 +324,21 @@ def _eval(args: argparse.Namespace) -> int:
     from . import assessment, checkpoint, starter
     from .data import pack, read_texts
     from .manifest import write_bytes
-    from .model import load_tokenizer, max_positions, pick_device
+    from .model import load_tokenizer, max_positions
 
-    device = pick_device(args.device)
+    device, dtype = _device_and_dtype(args)
     source = args.model or default_model()
     is_starter = Path(source).resolve() == starter.STARTER_DIFFUSION.resolve()
     if args.reference is None and not is_starter:
         raise ConfigError("--reference (a causal LM, e.g. gpt2-large) is required for a model other than the starter")
     if args.data is None and not is_starter:
         raise ConfigError("--data (held-out text files) is required for a model other than the starter", "data")
-    model, tokenizer = checkpoint.load(source, device)
+    model, tokenizer = checkpoint.load(source, device, dtype)
     reference_source = args.reference or str(starter.STARTER_AR)
-    reference = checkpoint.load_causal_lm(reference_source, device)
+    reference = checkpoint.load_causal_lm(reference_source, device)  # the judge scores in float32 everywhere
     reference_tokenizer = load_tokenizer(reference_source)
     ar_source = None if args.ar_model == "none" else args.ar_model or reference_source
-    ar = checkpoint.load_causal_lm(ar_source, device) if ar_source else None
+    ar = checkpoint.load_causal_lm(ar_source, device, dtype) if ar_source else None
     if args.data:
         held_out = pack(read_texts(args.data), tokenizer, min(128, max_positions(model, tokenizer)))
     else:

@@ -1,38 +1,49 @@
 """The generation loop: start from masks, predict them all, keep some, re-mask the rest, repeat.
 
-`Denoiser` holds one request's state and advances one step per forward pass; `denoise` drives
-it with a model and yields a `Frame` per step. The serving engine drives many Denoisers with
-one batched forward pass; both go through `Denoiser.advance`, so there is one loop.
+`Denoiser` holds one request's state and advances one step per forward pass; `run` drives it
+with a model and yields a `Frame` per step. The serving engine drives many Denoisers with one
+batched forward pass; both go through `Denoiser.advance`, so there is one loop.
+
+The state lives on the model's device and a step is a forward pass plus batched tensor ops:
+random numbers are counter-based (draws.py), the plan of blocks and steps is known on the host,
+and nothing crosses to the host inside a step, except one flag when the number of steps depends
+on the text (threshold remasking, end tokens). A Frame is copied off the device only when asked.
 """
 
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .canvas import Canvas, build_canvas
 from .config import GenerationConfig
+from .draws import REMASK, SAMPLE, uniforms
 from .errors import ConfigError, InputError
 from .model import SpecialTokens, masked_logits, max_positions
 from .remasking import keep_mask
 from .sampling import SamplingParams, probability_of, sample
 from .schedules import masked_after
+from .timing import Lap, lap
 
 
 @dataclass(frozen=True)
 class Frame:
-    """One denoising step. Tensors are (B, T) on the CPU; B = samples, T = canvas length."""
+    """One denoising step, complete in itself. Tensors are (B, T) on the CPU; B = samples, T = canvas."""
 
-    step: int  # forward passes so far, 1-based
+    step: int  # forward passes so far, 1-based (0: the canvas before the first pass)
+    steps: int  # forward passes asked for (threshold remasking and end tokens may use fewer)
     block: int  # semi-autoregressive block being filled, 0-based
+    prompt_length: int  # the start token and the prompt: columns before the first masked one
     tokens: torch.Tensor  # current ids; masked positions hold the mask id
     masked: torch.Tensor  # still masked after this step
     revealed: torch.Tensor  # committed at this step
+    fixed: torch.Tensor  # supplied by the request (start token, prompt, text around blanks)
+    live: torch.Tensor  # part of the text: False past a row's end token
     confidence: torch.Tensor  # model probability of each committed token when it was committed; NaN elsewhere
-    forward_s: float  # time in the model's forward pass
+    forward_s: float  # time in this step's forward pass
     step_s: float  # time for the whole step, forward included
     elapsed_s: float  # since the first step started
     done: bool  # no mask is left
@@ -48,16 +59,17 @@ class StepInputs:
     cols: torch.Tensor  # (M,) column in the window (not the canvas)
 
 
-@dataclass
-class _Block:
-    positions: torch.Tensor  # canvas columns of this block's masked slots
+@dataclass(frozen=True)
+class Block:
+    """A semi-autoregressive block: its slots (host ints), where they start in `slots`, its planned passes."""
+
+    columns: list[int]
+    offset: int
     steps: int
-    step: int = 0
-    total: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
 
 class Denoiser:
-    """State of one request (num_samples rows sharing one layout) between forward passes."""
+    """State of one request (num_samples rows sharing one layout) between forward passes, on `device`."""
 
     def __init__(
         self,
@@ -66,173 +78,197 @@ class Denoiser:
         special: SpecialTokens,
         window: int,
         banned_ids: list[int],
+        device: torch.device = torch.device("cpu"),
     ) -> None:
         b = config.num_samples
-        self.config, self.special, self.window = config, special, window
+        self.config, self.special, self.window, self.device = config, special, window, device
         self.seed = config.seed if config.seed is not None else secrets.randbits(31)
-        self.tokens = torch.tensor(canvas.tokens).repeat(b, 1)
-        self.masked = torch.tensor(canvas.masked).repeat(b, 1)
+        self.tokens = torch.tensor(canvas.tokens, device=device).repeat(b, 1)
+        self.masked = torch.tensor(canvas.masked, device=device).repeat(b, 1)
         self.fixed = ~self.masked
         self.attention = torch.ones_like(self.tokens)
-        self.confidence = torch.full(self.tokens.shape, float("nan"))
+        self.confidence = torch.full(self.tokens.shape, float("nan"), device=device)
         self.prompt_length = canvas.prompt_length
-        self.text_end = int(self.fixed[0].nonzero().max()) + 1  # one past the last supplied token
+        self.text_end = max(i for i, m in enumerate(canvas.masked) if not m) + 1  # one past the last supplied token
         self.infill = canvas.infill
         self.stop_at_end = not canvas.infill and not config.forbid_eos
-        self.banned = torch.tensor(sorted(set(banned_ids) | ({special.end} if not self.stop_at_end else set())))
+        self.banned = sorted(set(banned_ids) | ({special.end} if not self.stop_at_end else set()))
         self._bias: torch.Tensor | None = None
-        self.generators = [torch.Generator().manual_seed(self.seed + i) for i in range(b)]
-        self.ended = torch.zeros(b, dtype=torch.bool)
-        self.blocks = self._plan_blocks()
+        self.row_seeds = (self.seed + torch.arange(b, device=device)).unsqueeze(-1)  # sample i uses seed + i
+        self.ended = torch.zeros(b, dtype=torch.bool, device=device)
+        self.blocks = self._plan_blocks(canvas.masked)
+        self.slots = torch.tensor([c for block in self.blocks for c in block.columns], device=device)
+        # The step's length is known on the host unless the text decides it: then one flag is read per step.
+        self.watch = self.stop_at_end or config.remasking == "threshold"
         self.block_index = 0
         self.nfe = 0
+        self.laps: list[Lap] = []
         self.started: float | None = None
+        self._step_started = 0.0
+        self._revealed: tuple[torch.Tensor, torch.Tensor] | None = None  # (columns, kept) of the last step
         self._start_block()
 
-    def _plan_blocks(self) -> list[_Block]:
-        slots = self.masked[0].nonzero().squeeze(-1)
+    def _plan_blocks(self, masked: list[bool]) -> list[Block]:
+        slots = [i for i, m in enumerate(masked) if m]
         size = min(self.config.block_length or len(slots), len(slots))
-        chunks = list(slots.split(size))
-        base, extra = divmod(self.config.steps, len(chunks))
-        plan = [_Block(c, max(1, base + (i < extra))) for i, c in enumerate(chunks)]
-        if len(self.tokens[0]) > self.window:
+        chunks = [slots[i : i + size] for i in range(0, len(slots), size)]
+        base, extra = divmod(self.config.steps, len(chunks))  # steps shared out, the first blocks get the rest
+        plan = [Block(c, i * size, max(1, base + (i < extra))) for i, c in enumerate(chunks)]
+        if len(masked) > self.window:
             for block in plan:
-                if int(block.positions[-1]) - int(block.positions[0]) + 2 > self.window:
+                if block.columns[-1] - block.columns[0] + 2 > self.window:  # the block and the start token
                     raise ConfigError(
                         f"block_length {size} does not fit the model's {self.window} positions", "block_length"
                     )
         return plan
 
     def _start_block(self) -> None:
-        while self.block_index < len(self.blocks):
-            block = self.blocks[self.block_index]
-            block.total = self.masked[:, block.positions].sum(-1)
-            if block.total.any():
-                return
-            self.block_index += 1
+        """Set up the current block: its slots on the device, how many passes it takes, its window."""
+        if self.finished:
+            return
+        block = self.blocks[self.block_index]
+        self.positions = self.slots[block.offset : block.offset + len(block.columns)]
+        self.total = self.masked[:, self.positions].sum(-1)  # (B,) slots to fill, for the schedule
+        self.block_step = 0
+        self.passes = block.steps if self.watch else passes_needed(self.config.schedule, len(block.columns), block.steps)
+        self.window_start, self.window_end = self._window(block)
+        b, n = self.tokens.shape[0], len(block.columns)
+        self.head_rows = torch.arange(b, device=self.device).repeat_interleave(n)
+        self.head_cols = (self.positions - (self.window_start - 1)).repeat(b)  # canvas column -> window column
+
+    def _window(self, block: Block) -> tuple[int, int]:
+        """Columns of the block's passes: 0 and [start, end). All of the canvas, or without the masks of
+        later blocks (future_masks=False), or a slice ending at the block when the canvas outgrows the model."""
+        length = self.tokens.shape[1]
+        block_end = block.columns[-1] + 1
+        if not self.config.future_masks:
+            length = max(block_end, self.text_end)  # text the request supplied always stays in view
+        if length <= self.window:
+            return 1, length
+        return max(1, block_end - (self.window - 1)), block_end
 
     @property
     def finished(self) -> bool:
         return self.block_index >= len(self.blocks)
 
-    def _window_columns(self) -> torch.Tensor:
-        """Canvas columns of the next pass: all of it, or without the masks of later blocks
-        (future_masks=False, or a canvas longer than the model's positions)."""
-        length = self.tokens.shape[1]
-        block_end = int(self.blocks[self.block_index].positions[-1]) + 1
-        if not self.config.future_masks:
-            length = max(block_end, self.text_end)  # text the request supplied always stays in view
-        if length <= self.window:
-            return torch.arange(length)
-        end = block_end
-        start = max(1, end - (self.window - 1))
-        return torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(start, end)])
+    def _columns(self, x: torch.Tensor) -> torch.Tensor:
+        start, end = self.window_start, self.window_end
+        return x[:, :end] if start == 1 else torch.cat([x[:, :1], x[:, start:end]], 1)
 
     def request(self) -> StepInputs:
-        """Inputs of the next forward pass; the head predicts this block's masked slots only."""
+        """Inputs of the next forward pass; the head predicts this block's slots only."""
         assert not self.finished, "request() after the last step"
+        self._step_started = time.perf_counter()
         if self.started is None:
-            self.started = time.perf_counter()
-        cols = self._window_columns()
-        targets = self.masked[:, cols] & self._in_block()[:, cols]
-        rows, where = targets.nonzero(as_tuple=True)
-        return StepInputs(self.tokens[:, cols], self.attention[:, cols], rows, where)
+            self.started = self._step_started
+        return StepInputs(self._columns(self.tokens), self._columns(self.attention), self.head_rows, self.head_cols)
 
-    def _in_block(self) -> torch.Tensor:
-        inside = torch.zeros_like(self.masked)
-        inside[:, self.blocks[self.block_index].positions] = True
-        return inside
-
-    def advance(self, logits: torch.Tensor, forward_s: float = 0.0) -> Frame:
-        """Commit part of this step's predictions. logits (M, V) follow request()'s rows/cols."""
-        t0 = time.perf_counter()
-        candidates = self.masked & self._in_block()
-        rows, cols = candidates.nonzero(as_tuple=True)
-        assert logits.shape[0] == rows.numel(), "logits do not match the requested positions"
-        logits = logits.detach().to("cpu", torch.float32) + self._ban_bias(logits.shape[-1])
-        predicted, conf = self._predict(logits, rows, cols)
-        keep = self._keep(conf, candidates)
-        self.tokens[keep] = predicted[keep]
-        self.confidence[keep] = conf[keep]
-        self.masked &= ~keep
+    def advance(self, logits: torch.Tensor, timer: Lap | None = None) -> None:
+        """Commit part of this step's predictions. logits (M, V) follow request()'s rows and cols."""
+        b, n = self.tokens.shape[0], self.positions.numel()
+        assert logits.shape[0] == b * n, "logits do not match the requested positions"
+        logits = logits.float() + self._ban_bias(logits.shape[-1])
+        cfg, cols = self.config, self.positions
+        params = SamplingParams(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+        draws = uniforms(self.row_seeds, cols.unsqueeze(0), self.nfe, SAMPLE).to(self.device)  # (B, n)
+        ids = sample(cfg.sampling, logits, draws.view(-1), params)
+        prob = probability_of(logits, ids).view(b, n)
+        candidates = self.masked[:, cols]
+        keep = self._keep(prob.masked_fill(~candidates, float("-inf")), candidates)
+        self.tokens[:, cols] = torch.where(keep, ids.view(b, n), self.tokens[:, cols])
+        self.confidence[:, cols] = torch.where(keep, prob, self.confidence[:, cols])
+        self.masked[:, cols] = candidates & ~keep
+        self._revealed = (cols, keep)
         if self.stop_at_end:
             self._stop_rows_at_end()
-        self._next_step()
+        if timer is not None:
+            self.laps.append(timer)
         self.nfe += 1
-        now = time.perf_counter()
-        return Frame(
-            step=self.nfe,
-            block=min(self.block_index, len(self.blocks) - 1),
-            tokens=self.tokens.clone(),
-            masked=self.masked.clone(),
-            revealed=keep,
-            confidence=self.confidence.clone(),
-            forward_s=forward_s,
-            step_s=forward_s + (now - t0),
-            elapsed_s=now - (self.started or t0),
-            done=self.finished,
-        )
+        self._next_step()
 
     def _ban_bias(self, vocab: int) -> torch.Tensor:
         """(V,) zeros with -inf at the ids never to be sampled (special tokens)."""
         if self._bias is None or self._bias.numel() != vocab:
-            self._bias = torch.zeros(vocab).index_fill_(0, self.banned[self.banned < vocab], float("-inf"))
+            banned = torch.tensor([i for i in self.banned if i < vocab], dtype=torch.long, device=self.device)
+            self._bias = torch.zeros(vocab, device=self.device).index_fill_(0, banned, float("-inf"))
         return self._bias
 
-    def _predict(
-        self, logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sampled ids and their model probability, scattered to (B, T); -inf confidence elsewhere."""
-        uniforms = torch.stack(
-            [torch.rand(self.tokens.shape[1], generator=g, dtype=torch.float64) for g in self.generators]
-        )
-        cfg = self.config
-        params = SamplingParams(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
-        ids = sample(cfg.sampling, logits, uniforms[rows, cols], params)
-        probs = probability_of(logits, ids)
-        predicted = self.tokens.clone()
-        predicted[rows, cols] = ids
-        conf = torch.full(self.tokens.shape, float("-inf"))
-        conf[rows, cols] = probs
-        return predicted, conf
-
     def _keep(self, conf: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Which of the block's predictions (B, n) stay: as many as the schedule asks, by the remasking rule."""
         block = self.blocks[self.block_index]
+        if self.block_step + 1 >= block.steps:
+            return candidates  # the block's last planned pass fills whatever is left
         remaining = candidates.sum(-1)
-        if block.step + 1 >= block.steps:
-            return candidates
-        target = masked_after(self.config.schedule, block.step + 1, block.steps, block.total)
+        target = masked_after(self.config.schedule, self.block_step + 1, block.steps, self.total)
+        # Keep remaining - target (at least one, at most what is left) so gamma(r) of the block stays masked.
         counts = torch.where(remaining > 0, (remaining - target).clamp(min=1), 0).minimum(remaining)
         noise = torch.zeros_like(conf)
         if self.config.remasking == "random":
-            noise = torch.stack([torch.rand(conf.shape[1], generator=g) for g in self.generators])
-        keep = keep_mask(self.config.remasking, conf, counts, noise, self.config.threshold)
-        return keep & candidates
+            noise = uniforms(self.row_seeds, self.positions.unsqueeze(0), self.nfe, REMASK).to(self.device)
+        return keep_mask(self.config.remasking, conf, counts, noise, self.config.threshold) & candidates
 
     def _stop_rows_at_end(self) -> None:
         """Past the first committed end token a row is finished: drop its remaining slots."""
         hit = (self.tokens == self.special.end) & ~self.masked & ~self.fixed & (self.attention > 0)
         has = hit.any(-1)
-        if not has.any():
-            return
-        first = torch.where(has, hit.int().argmax(-1), self.tokens.shape[1])
-        after = torch.arange(self.tokens.shape[1]).unsqueeze(0) > first.unsqueeze(-1)
-        self.tokens[after] = self.special.pad
+        length = self.tokens.shape[1]
+        first = torch.where(has, hit.int().argmax(-1), length)  # column of each row's first end token
+        after = torch.arange(length, device=self.device).unsqueeze(0) > first.unsqueeze(-1)
+        self.tokens.masked_fill_(after, self.special.pad)
         self.masked &= ~after
-        self.attention[after] = 0
+        self.attention.masked_fill_(after, 0)
         self.ended |= has
 
     def _next_step(self) -> None:
-        block = self.blocks[self.block_index]
-        block.step += 1
-        if block.step >= block.steps or not self.masked[:, block.positions].any():
+        self.block_step += 1
+        done = self.block_step >= self.passes
+        if self.watch:
+            # The one host read of such a step: are masks left in this block, is any row still writing?
+            left, writing = torch.stack([self.masked[:, self.positions].any(), ~self.ended.all()]).tolist()
+            if not writing:
+                self.block_index = len(self.blocks)
+                return
+            done = done or not left
+        if done:
             self.block_index += 1
             self._start_block()
+
+    def frame(self) -> Frame:
+        """The state now, as a self-contained Frame on the host: one copy off the device."""
+        revealed = torch.zeros_like(self.masked)
+        if self._revealed is not None:
+            revealed[:, self._revealed[0]] = self._revealed[1]
+        flags = self.masked.long() | revealed.long() << 1 | self.fixed.long() << 2 | (self.attention > 0).long() << 3
+        packed = torch.stack([self.tokens, flags, self.confidence.view(torch.int32).long()]).cpu()
+        tokens, flags, conf_bits = packed
+        now = time.perf_counter()
+        return Frame(
+            step=self.nfe,
+            steps=self.config.steps,
+            block=min(self.block_index, len(self.blocks) - 1),
+            prompt_length=self.prompt_length,
+            tokens=tokens,
+            masked=flags & 1 > 0,
+            revealed=flags & 2 > 0,
+            fixed=flags & 4 > 0,
+            live=flags & 8 > 0,
+            confidence=conf_bits.int().view(torch.float32),
+            forward_s=self.laps[-1].seconds if self.laps else 0.0,
+            step_s=now - self._step_started if self.nfe else 0.0,
+            elapsed_s=now - self.started if self.started is not None else 0.0,
+            done=self.finished,
+        )
+
+    @property
+    def forward_s(self) -> float:
+        """Seconds in this request's forward passes (on a GPU: read from events, so call it at the end)."""
+        return sum(timer.seconds for timer in self.laps)
 
     def output_ids(self) -> list[list[int]]:
         """Per row: the continuation's ids up to its end token, or the whole filled text's when infilling."""
         start = 1 if self.infill else self.prompt_length
-        rows = [row[start:][keep[start:]].tolist() for row, keep in zip(self.tokens, self.attention > 0)]
+        tokens, live = self.tokens[:, start:].cpu(), (self.attention[:, start:] > 0).cpu()
+        rows = [row[keep].tolist() for row, keep in zip(tokens, live)]
         return [ids[: ids.index(self.special.end)] if ended else ids for ids, ended in zip(rows, self.ended.tolist())]
 
     def generated_tokens(self) -> list[int]:
@@ -242,6 +278,17 @@ class Denoiser:
 
     def finish_reasons(self) -> list[str]:
         return ["eos" if e else "length" for e in self.ended.tolist()]
+
+
+def passes_needed(schedule: str, slots: int, steps: int) -> int:
+    """Passes a block of `slots` masks takes when each pass keeps max(1, remaining - target) of them."""
+    remaining = slots
+    for step in range(1, steps):
+        target = int(masked_after(schedule, step, steps, torch.tensor([slots])))
+        remaining -= min(remaining, max(1, remaining - target))
+        if remaining == 0:
+            return step
+    return steps
 
 
 def create_denoiser(
@@ -262,24 +309,21 @@ def create_denoiser(
             "max_new_tokens",
         )
     banned = [i for i in tokenizer.all_special_ids if i != special.end]
-    return Denoiser(canvas, config, special, window, banned)
+    return Denoiser(canvas, config, special, window, banned, device=next(model.parameters()).device)
 
 
-def run(model: PreTrainedModel, state: Denoiser, autocast: bool = False) -> Iterator[Frame]:
-    """Drive one Denoiser with its own forward passes, yielding a Frame per step."""
-    device = next(model.parameters()).device
+def run(model: PreTrainedModel, state: Denoiser, autocast: bool = False, every_step: bool = True) -> Iterator[Frame]:
+    """Drive one Denoiser with its own forward passes, yielding a Frame per step (or only the last one:
+    every_step=False copies nothing off the device until the end)."""
+    device = state.device
     while not state.finished:
         step = state.request()
-        t0 = time.perf_counter()
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = masked_logits(
-                model,
-                step.input_ids.to(device),
-                step.attention_mask.to(device),
-                step.rows.to(device),
-                step.cols.to(device),
-            )
-        yield state.advance(logits, forward_s=time.perf_counter() - t0)
+            with lap(device) as timer:
+                logits = masked_logits(model, step.input_ids, step.attention_mask, step.rows, step.cols)
+            state.advance(logits, timer)
+        if every_step or state.finished:
+            yield state.frame()
 
 
 def denoise(
@@ -316,16 +360,13 @@ def generate(
 ) -> Generation:
     """Run a request to the end and decode it; frames are kept only when asked for."""
     state = create_denoiser(model, tokenizer, text, config)
-    frames = []
     started = time.perf_counter()
-    for frame in run(model, state, autocast=autocast):
-        if keep_frames:
-            frames.append(frame)
+    frames = list(run(model, state, autocast=autocast, every_step=keep_frames))
     return Generation(
         texts=decode(tokenizer, state),
         finish_reasons=state.finish_reasons(),
         seed=state.seed,
         nfe=state.nfe,
         seconds=time.perf_counter() - started,
-        frames=frames,
+        frames=frames if keep_frames else [],
     )

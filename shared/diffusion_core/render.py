@@ -14,9 +14,7 @@ def frame_text(tokenizer: PreTrainedTokenizerBase, frame: Frame, row: int = 0) -
     special = SpecialTokens.of(tokenizer)
     parts: list[str] = []
     run: list[int] = []
-    for token, masked, live in zip(
-        frame.tokens[row].tolist(), frame.masked[row].tolist(), (frame.tokens[row] != special.pad).tolist()
-    ):
+    for token, masked, live in zip(frame.tokens[row].tolist(), frame.masked[row].tolist(), frame.live[row].tolist()):
         if masked or not live or token in (special.start, special.end):
             if run:
                 parts.append(str(tokenizer.decode(run)))

@@ -1,14 +1,16 @@
 """Token-sampling rules for the masked positions of one denoising step.
 
-Every rule maps logits (M, V) and one uniform draw per position (M,) to token ids (M,).
-Draws come from inverse-CDF sampling in float64: a float32 Gumbel or categorical draw loses
-the tail of a 30k-50k vocabulary and quietly lowers the effective temperature.
+Every rule maps logits (M, V) and one uniform draw per position (M,) to token ids (M,), on the
+logits' device, with no host round trip on a GPU. Draws come from inverse-CDF sampling in
+float64: a float32 Gumbel or categorical draw loses the tail of a 30k-50k vocabulary and quietly
+lowers the effective temperature.
 """
 
 from dataclasses import dataclass
 
 import torch
 
+from .draws import wide_device
 from .registry import lookup
 
 NUCLEUS_CANDIDATES = (256, 2048)  # top-k sizes searched for the top-p nucleus before a full sort
@@ -18,8 +20,8 @@ CHUNK = 256  # columns per first-stage chunk of the inverse-CDF draw
 @dataclass(frozen=True)
 class SamplingParams:
     temperature: float = 1.0  # divides the logits; ignored by greedy
-    top_k: int = 0  # keep the k most likely tokens (top_k rule only; 0 = off)
-    top_p: float = 1.0  # keep the smallest set with this much mass (top_p rule only)
+    top_k: int = 0  # keep the k most likely tokens (top_k and top_p rules; 0 = off)
+    top_p: float = 1.0  # keep the smallest set with this much mass, inside the top k if set (top_p rule)
 
 
 def _draw(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
@@ -34,13 +36,15 @@ def _draw(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     masses = probs[:, : full * CHUNK].view(m, full, CHUNK).sum(-1)
     if k % CHUNK:
         masses = torch.cat([masses, probs[:, full * CHUNK :].sum(-1, keepdim=True)], dim=-1)
-    cdf = masses.double().cumsum(-1)
-    target = uniforms.to(cdf.device) * cdf[:, -1]
+    wide = wide_device(probs.device)  # float64 where the device has it (not MPS)
+    cdf = masses.to(wide, torch.float64).cumsum(-1)
+    target = uniforms.to(wide) * cdf[:, -1]
     chunk = _first_above(cdf, target)
     before = torch.where(chunk > 0, cdf.gather(-1, (chunk - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1), 0.0)
-    columns = chunk.unsqueeze(-1) * CHUNK + torch.arange(CHUNK, device=probs.device)
+    columns = chunk.to(probs.device).unsqueeze(-1) * CHUNK + torch.arange(CHUNK, device=probs.device)
     inner = probs.gather(-1, columns.clamp(max=k - 1)).masked_fill(columns >= k, 0.0)
-    return chunk * CHUNK + _first_above(inner.double().cumsum(-1), target - before)
+    picked = chunk * CHUNK + _first_above(inner.to(wide, torch.float64).cumsum(-1), target - before)
+    return picked.to(probs.device)
 
 
 def _first_above(cdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -75,26 +79,38 @@ def top_k(logits: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams) 
 def top_p(logits: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """Nucleus sampling: the smallest set of tokens whose mass reaches top_p.
 
-    Each row's nucleus is looked for among its NUCLEUS_CANDIDATES[0] most likely tokens, then
-    among more (a top-k is far cheaper than sorting the vocabulary); only rows whose nucleus is
-    wider still are fully sorted.
+    With top_k set, the nucleus is taken inside the renormalised top k (Hugging Face and TGI
+    apply top-k first). On a GPU the vocabulary is sorted (no host round trip); on the CPU each
+    row's nucleus is looked for among its NUCLEUS_CANDIDATES most likely tokens first, since a
+    top-k there is far cheaper than a sort. Both are exact.
     """
+    if params.top_k > 0:
+        values, index = _scaled(logits, params.temperature).topk(min(params.top_k, logits.shape[-1]), dim=-1)
+        return _nucleus_draw(torch.log_softmax(values, -1), index, uniforms, params.top_p)
     if params.top_p >= 1.0:
         return temperature(logits, uniforms, params)
     logprobs = torch.log_softmax(_scaled(logits, params.temperature), -1)
+    if logprobs.device.type != "cpu":
+        values, index = logprobs.sort(dim=-1, descending=True)
+        return _nucleus_draw(values, index, uniforms, params.top_p)
+    return _tiered_nucleus(logprobs, uniforms, params.top_p)
+
+
+def _tiered_nucleus(logprobs: torch.Tensor, uniforms: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The CPU's nucleus: a top-k of growing size, and a full sort only for rows wider than all of them."""
     out = torch.empty(logprobs.shape[0], dtype=torch.long, device=logprobs.device)
     pending = torch.arange(logprobs.shape[0], device=logprobs.device)
     for k in NUCLEUS_CANDIDATES:
         if pending.numel() == 0 or k >= logprobs.shape[-1]:
             break
         values, index = logprobs[pending].topk(k, dim=-1)
-        fits = values.exp().sum(-1) >= params.top_p
+        fits = values.exp().sum(-1) >= top_p
         rows = pending[fits]
-        out[rows] = _nucleus_draw(values[fits], index[fits], uniforms[rows], params.top_p)
+        out[rows] = _nucleus_draw(values[fits], index[fits], uniforms[rows], top_p)
         pending = pending[~fits]
     if pending.numel():
         values, index = logprobs[pending].sort(dim=-1, descending=True)
-        out[pending] = _nucleus_draw(values, index, uniforms[pending], params.top_p)
+        out[pending] = _nucleus_draw(values, index, uniforms[pending], top_p)
     return out
 
 
