@@ -88,3 +88,26 @@ def test_top_p_is_exact_through_every_candidate_tier():
     assert (ids[:100] == 7).all()
     assert ((probs * (probs > chosen)).sum(-1) < 0.9 + 1e-5).all()
     assert (probs > chosen).sum(-1)[200:].max() > 2048
+
+
+@settings(max_examples=30, deadline=None)
+@given(k=st.integers(1, 40), p=st.floats(0.05, 0.99), seed=st.integers(0, 10_000))
+def test_top_k_with_top_p_keeps_what_hugging_face_keeps(k, p, seed):
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(64, 100, generator=g) * 2
+    allowed = TopPLogitsWarper(p)(None, TopKLogitsWarper(k)(None, logits.clone())).isfinite()  # top-k, then top-p
+    ids = sample("top_p", logits, torch.rand(64, generator=g, dtype=torch.float64), SamplingParams(top_k=k, top_p=p))
+    assert allowed.gather(-1, ids.unsqueeze(-1)).all()
+
+
+def test_top_k_with_top_p_draws_from_the_renormalised_filtered_distribution():
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    logits = torch.log(torch.tensor([[0.4, 0.25, 0.15, 0.1, 0.06, 0.04]])).repeat(40_000, 1)
+    want = TopPLogitsWarper(0.7)(None, TopKLogitsWarper(4)(None, logits[:1].clone())).softmax(-1)[0].double()
+    u = torch.rand(40_000, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ids = sample("top_p", logits, u, SamplingParams(top_k=4, top_p=0.7))
+    freq = torch.bincount(ids, minlength=6).double() / 40_000
+    assert torch.allclose(freq, want, atol=0.01)

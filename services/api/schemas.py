@@ -34,7 +34,7 @@ class GenerateParameters(BaseModel):
     schedule: ScheduleName = Field("cosine", description="linear | cosine | exponential | loglinear")
     sampling: SamplingName = Field("top_p", description="greedy | temperature | top_k | top_p")
     temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=100)
-    top_k: int = Field(0, ge=0)
+    top_k: int = Field(0, ge=0, description="top_k and top_p: only the k most likely tokens (0: all); top_p then keeps its nucleus inside them")
     top_p: float = Field(0.9, gt=0, le=1)
     remasking: RemaskingName = Field("low_confidence", description="low_confidence | random | threshold")
     threshold: float = Field(0.9, gt=0, le=1)

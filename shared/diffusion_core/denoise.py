@@ -92,7 +92,8 @@ class Denoiser:
         self.text_end = max(i for i, m in enumerate(canvas.masked) if not m) + 1  # one past the last supplied token
         self.infill = canvas.infill
         self.stop_at_end = not canvas.infill and not config.forbid_eos
-        self.banned = sorted(set(banned_ids) | ({special.end} if not self.stop_at_end else set()))
+        banned = sorted(set(banned_ids) | ({special.end} if not self.stop_at_end else set()))
+        self.banned = torch.tensor(banned, dtype=torch.long, device=device)
         self._bias: torch.Tensor | None = None
         self.row_seeds = (self.seed + torch.arange(b, device=device)).unsqueeze(-1)  # sample i uses seed + i
         self.ended = torch.zeros(b, dtype=torch.bool, device=device)
@@ -123,18 +124,17 @@ class Denoiser:
         return plan
 
     def _start_block(self) -> None:
-        """Set up the current block: its slots on the device, how many passes it takes, its window."""
+        """Set up the current block: its slots on the device, how many masks each pass meets, its window."""
         if self.finished:
             return
         block = self.blocks[self.block_index]
         self.positions = self.slots[block.offset : block.offset + len(block.columns)]
         self.total = self.masked[:, self.positions].sum(-1)  # (B,) slots to fill, for the schedule
         self.block_step = 0
-        self.passes = block.steps if self.watch else passes_needed(self.config.schedule, len(block.columns), block.steps)
+        # Masks left in the fullest row before each pass: planned on the host, or read once a step when watched.
+        n = len(block.columns)
+        self.plan = [n] if self.watch else masks_per_pass(self.config.schedule, n, block.steps)
         self.window_start, self.window_end = self._window(block)
-        b, n = self.tokens.shape[0], len(block.columns)
-        self.head_rows = torch.arange(b, device=self.device).repeat_interleave(n)
-        self.head_cols = (self.positions - (self.window_start - 1)).repeat(b)  # canvas column -> window column
 
     def _window(self, block: Block) -> tuple[int, int]:
         """Columns of the block's passes: 0 and [start, end). All of the canvas, or without the masks of
@@ -156,28 +156,40 @@ class Denoiser:
         return x[:, :end] if start == 1 else torch.cat([x[:, :1], x[:, start:end]], 1)
 
     def request(self) -> StepInputs:
-        """Inputs of the next forward pass; the head predicts this block's slots only."""
+        """Inputs of the next forward pass; the head predicts this block's still-masked slots only."""
         assert not self.finished, "request() after the last step"
         self._step_started = time.perf_counter()
         if self.started is None:
             self.started = self._step_started
-        return StepInputs(self._columns(self.tokens), self._columns(self.attention), self.head_rows, self.head_cols)
+        self.cols = self._head_columns()
+        b, r = self.cols.shape
+        rows = torch.arange(b, device=self.device).repeat_interleave(r)
+        window_cols = (self.cols - (self.window_start - 1)).flatten()  # canvas column -> window column
+        return StepInputs(self._columns(self.tokens), self._columns(self.attention), rows, window_cols)
+
+    def _head_columns(self) -> torch.Tensor:
+        """(B, R): each row's first R still-masked slots of the block, in column order; R = masks left in the
+        fullest row. A row with fewer fills up with committed slots, which the step leaves alone."""
+        left = self.plan[min(self.block_step, len(self.plan) - 1)]
+        waiting = (~self.masked[:, self.positions]).to(torch.uint8)
+        first = waiting.sort(dim=-1, stable=True).indices[:, :left]  # masked (0) sort before committed (1)
+        return self.positions[first]
 
     def advance(self, logits: torch.Tensor, timer: Lap | None = None) -> None:
         """Commit part of this step's predictions. logits (M, V) follow request()'s rows and cols."""
-        b, n = self.tokens.shape[0], self.positions.numel()
-        assert logits.shape[0] == b * n, "logits do not match the requested positions"
+        cols, cfg = self.cols, self.config
+        b, r = cols.shape
+        assert logits.shape[0] == b * r, "logits do not match the requested positions"
         logits = logits.float() + self._ban_bias(logits.shape[-1])
-        cfg, cols = self.config, self.positions
         params = SamplingParams(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
-        draws = uniforms(self.row_seeds, cols.unsqueeze(0), self.nfe, SAMPLE).to(self.device)  # (B, n)
-        ids = sample(cfg.sampling, logits, draws.view(-1), params)
-        prob = probability_of(logits, ids).view(b, n)
-        candidates = self.masked[:, cols]
+        draws = uniforms(self.row_seeds, cols, self.nfe, SAMPLE).to(self.device)  # (B, R): by canvas column
+        ids = sample(cfg.sampling, logits, draws.view(-1), params).view(b, r)
+        prob = probability_of(logits, ids.view(-1)).view(b, r)
+        candidates = self.masked.gather(1, cols)
         keep = self._keep(prob.masked_fill(~candidates, float("-inf")), candidates)
-        self.tokens[:, cols] = torch.where(keep, ids.view(b, n), self.tokens[:, cols])
-        self.confidence[:, cols] = torch.where(keep, prob, self.confidence[:, cols])
-        self.masked[:, cols] = candidates & ~keep
+        self.tokens.scatter_(1, cols, torch.where(keep, ids, self.tokens.gather(1, cols)))
+        self.confidence.scatter_(1, cols, torch.where(keep, prob, self.confidence.gather(1, cols)))
+        self.masked.scatter_(1, cols, candidates & ~keep)
         self._revealed = (cols, keep)
         if self.stop_at_end:
             self._stop_rows_at_end()
@@ -189,12 +201,14 @@ class Denoiser:
     def _ban_bias(self, vocab: int) -> torch.Tensor:
         """(V,) zeros with -inf at the ids never to be sampled (special tokens)."""
         if self._bias is None or self._bias.numel() != vocab:
-            banned = torch.tensor([i for i in self.banned if i < vocab], dtype=torch.long, device=self.device)
-            self._bias = torch.zeros(vocab, device=self.device).index_fill_(0, banned, float("-inf"))
+            # Built on the device: ids past this vocabulary land on its last id with a 0 that cannot win the min.
+            inside = torch.where(self.banned < vocab, float("-inf"), 0.0)
+            bias = torch.zeros(vocab, device=self.device)
+            self._bias = bias.scatter_reduce_(0, self.banned.clamp(max=vocab - 1), inside, reduce="amin")
         return self._bias
 
     def _keep(self, conf: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Which of the block's predictions (B, n) stay: as many as the schedule asks, by the remasking rule."""
+        """Which of this pass's predictions (B, R) stay: as many as the schedule asks, by the remasking rule."""
         block = self.blocks[self.block_index]
         if self.block_step + 1 >= block.steps:
             return candidates  # the block's last planned pass fills whatever is left
@@ -204,7 +218,7 @@ class Denoiser:
         counts = torch.where(remaining > 0, (remaining - target).clamp(min=1), 0).minimum(remaining)
         noise = torch.zeros_like(conf)
         if self.config.remasking == "random":
-            noise = uniforms(self.row_seeds, self.positions.unsqueeze(0), self.nfe, REMASK).to(self.device)
+            noise = uniforms(self.row_seeds, self.cols, self.nfe, REMASK).to(self.device)
         return keep_mask(self.config.remasking, conf, counts, noise, self.config.threshold) & candidates
 
     def _stop_rows_at_end(self) -> None:
@@ -221,14 +235,16 @@ class Denoiser:
 
     def _next_step(self) -> None:
         self.block_step += 1
-        done = self.block_step >= self.passes
+        done = self.block_step >= len(self.plan)
         if self.watch:
-            # The one host read of such a step: are masks left in this block, is any row still writing?
-            left, writing = torch.stack([self.masked[:, self.positions].any(), ~self.ended.all()]).tolist()
+            # The one host read of such a step: masks left in the fullest row, and whether any row still writes.
+            most = self.masked[:, self.positions].sum(-1).max()
+            left, writing = torch.stack([most, (~self.ended).any().long()]).tolist()
             if not writing:
                 self.block_index = len(self.blocks)
                 return
-            done = done or not left
+            self.plan.append(left)
+            done = self.block_step >= self.blocks[self.block_index].steps or left == 0
         if done:
             self.block_index += 1
             self._start_block()
@@ -237,7 +253,7 @@ class Denoiser:
         """The state now, as a self-contained Frame on the host: one copy off the device."""
         revealed = torch.zeros_like(self.masked)
         if self._revealed is not None:
-            revealed[:, self._revealed[0]] = self._revealed[1]
+            revealed.scatter_(1, *self._revealed)
         flags = self.masked.long() | revealed.long() << 1 | self.fixed.long() << 2 | (self.attention > 0).long() << 3
         packed = torch.stack([self.tokens, flags, self.confidence.view(torch.int32).long()]).cpu()
         tokens, flags, conf_bits = packed
@@ -280,15 +296,17 @@ class Denoiser:
         return ["eos" if e else "length" for e in self.ended.tolist()]
 
 
-def passes_needed(schedule: str, slots: int, steps: int) -> int:
-    """Passes a block of `slots` masks takes when each pass keeps max(1, remaining - target) of them."""
-    remaining = slots
+def masks_per_pass(schedule: str, slots: int, steps: int) -> list[int]:
+    """Masks left before each pass of a block of `slots` (every row alike), when each pass keeps
+    max(1, remaining - target) of them and the last planned pass keeps the rest; its length is the passes."""
+    plan, remaining = [slots], slots
     for step in range(1, steps):
         target = int(masked_after(schedule, step, steps, torch.tensor([slots])))
         remaining -= min(remaining, max(1, remaining - target))
         if remaining == 0:
-            return step
-    return steps
+            break
+        plan.append(remaining)
+    return plan
 
 
 def create_denoiser(

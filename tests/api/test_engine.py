@@ -1,0 +1,77 @@
+"""The batching engine without a server: one forward pass for many requests, each as if alone."""
+
+import asyncio
+
+import torch
+
+from diffusion_core import GenerationConfig, create_denoiser, decode, generate
+from services.api.engine import Engine
+from services.api.metrics import Metrics
+from services.api.registry import load_entry
+
+PROMPTS = ["the", "the quick brown", "a journey of a thousand", "all that glitters", "she sells <mask> shells"]
+
+
+def _neighbours() -> list[tuple[str, GenerationConfig]]:
+    """Fifteen other requests: other prompts, lengths, blocks, rules and seeds, so rows sit at other columns."""
+    out = []
+    for i in range(15):
+        config = GenerationConfig(
+            max_new_tokens=8 + 4 * (i % 5),
+            steps=4 + i % 6,
+            block_length=(0, 4, 8)[i % 3],
+            sampling=("top_p", "temperature", "greedy", "top_k")[i % 4],
+            top_k=5 if i % 4 == 3 else 0,
+            remasking=("low_confidence", "random", "threshold")[i % 3],
+            num_samples=1 + i % 2,
+            seed=100 + i,
+        )
+        out.append((PROMPTS[i % len(PROMPTS)], config))
+    return out
+
+
+def test_a_request_writes_the_same_text_alone_and_inside_a_batch_of_16(tiny_checkpoint):
+    entry = load_entry(str(tiny_checkpoint), "cpu", "tiny", "v1", "float32")
+    target = ("a journey", GenerationConfig(max_new_tokens=24, steps=12, block_length=8, num_samples=2, seed=11))
+    alone = generate(entry.model, entry.tokenizer, *target).texts
+
+    async def together() -> list[str]:
+        engine = Engine(Metrics(), max_active=16, max_queue=0)
+        requests = _neighbours()[:7] + [target] + _neighbours()[7:]
+        states = [create_denoiser(entry.model, entry.tokenizer, text, config) for text, config in requests]
+        tickets = [engine.submit(state, entry, stream=False) for state in states]  # all queued before it starts
+        engine.start()
+        try:
+            for ticket in tickets:
+                await asyncio.wait_for(ticket.final(), 60)
+        finally:
+            engine.stop()
+        assert engine.stats.forward_passes == max(s.nfe for s in states), "all 16 ran in every pass, together"
+        return decode(entry.tokenizer, states[7])
+
+    assert asyncio.run(together()) == alone
+
+
+def test_stream_frames_are_complete_when_read_long_after_the_step(tiny_checkpoint):
+    """A reader behind the engine must see each step as it was, not the live state that moved on."""
+    entry = load_entry(str(tiny_checkpoint), "cpu", "tiny", "v1", "float32")
+    config = GenerationConfig(max_new_tokens=16, steps=8, num_samples=3, seed=5, sampling="temperature")
+
+    async def late_reader():
+        engine = Engine(Metrics(), max_active=4, max_queue=0)
+        state = create_denoiser(entry.model, entry.tokenizer, "the quick", config)
+        ticket = engine.submit(state, entry, stream=True)
+        engine.start()
+        try:
+            while not state.finished:
+                await asyncio.sleep(0.01)
+            return [f async for f in ticket.frames()]
+        finally:
+            engine.stop()
+
+    frames = asyncio.run(late_reader())
+    masks = [int(f.masked.sum()) for f in frames]
+    assert masks == sorted(masks, reverse=True) and masks[0] > masks[-1] == 0
+    for before, after in zip(frames, frames[1:]):
+        newly = before.masked & ~after.masked
+        assert torch.equal(newly, after.revealed & before.live), "each frame reveals exactly what the last one hid"

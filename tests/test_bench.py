@@ -1,0 +1,24 @@
+"""bench/gpu.py runs anywhere: --quick prints its table on a CPU, with the twin beside diffusion."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_bench_quick_prints_a_row_per_case_with_every_column():
+    out = subprocess.run(
+        [sys.executable, "bench/gpu.py", "--quick", "--device", "cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+    ).stdout  # fmt: skip
+    assert out.startswith("device: CPU")
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["16"]]
+    assert [r[1] for r in rows] == ["1", "2"]
+    for row in rows:
+        speeds, share, of_limit, ratio = row[2:6], float(row[6]), row[8], row[11]
+        assert all(float(s) > 0 for s in speeds) and 0 < share <= 1
+        assert of_limit.endswith("%") and ratio.endswith("x")
+    assert not (ROOT / "bench" / "results" / "gpu.json").exists() or "--quick" not in (
+        ROOT / "bench" / "results" / "gpu.json"
+    ).read_text(), "a quick run is a smoke test: it records nothing"
