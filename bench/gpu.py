@@ -130,7 +130,9 @@ def main() -> None:
     for new, batch in cases:
         speeds, share, passes = {}, 0.0, 0
         for variant in VARIANTS:
-            rate, fwd, nfe = diffusion(models[variant.dtype][0], tokenizer, prompts, config_for(new, batch, **variant.config))
+            rate, fwd, nfe = diffusion(
+                models[variant.dtype][0], tokenizer, prompts, config_for(new, batch, **variant.config)
+            )
             speeds[variant.name] = rate
             if variant.name == DEFAULT:
                 share, passes = fwd, nfe

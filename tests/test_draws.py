@@ -84,4 +84,6 @@ def test_another_seed_changes_every_draw(axis):
 
 def test_the_remasking_stream_is_independent_of_the_sampling_stream():
     seeds, positions = torch.tensor([[11]]), torch.arange(N).unsqueeze(0)
-    _assert_independent(uniforms(seeds, positions, 0, SAMPLE).flatten(), uniforms(seeds, positions, 0, REMASK).flatten())
+    _assert_independent(
+        uniforms(seeds, positions, 0, SAMPLE).flatten(), uniforms(seeds, positions, 0, REMASK).flatten()
+    )

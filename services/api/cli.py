@@ -38,6 +38,8 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
+    from services.settings import settings_error
+
     from .config import Settings
     from .main import create_app
 
@@ -45,8 +47,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"UNMASK_{str(first['loc'][0]).upper()}: {first['msg']}") from None
+        raise settings_error(exc) from None
     check_port(args.host, args.port)
     print(f"unmask API on http://{args.host}:{args.port} (docs at /docs)", flush=True)
     logging.getLogger("uvicorn.access").addFilter(_QuietProbes())

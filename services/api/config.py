@@ -1,10 +1,12 @@
 """Service settings, read from UNMASK_-prefixed environment variables once, at startup."""
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from services.settings import ApiKey
 
 
 class Settings(BaseSettings):
@@ -15,7 +17,7 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights of the served models: auto = bf16 on a CUDA GPU, float32 elsewhere"
     )
-    api_key: str | None = Field(None, description="bearer key for write routes; none: write routes refuse every call")
+    api_key: ApiKey = Field(None, description="bearer key for write routes; none: write routes refuse every call")
     max_input_tokens: int = Field(256, ge=1, description="longest prompt, in tokens")
     max_new_tokens: int = Field(512, ge=1, description="most tokens one request may generate")
     max_steps: int = Field(256, ge=1, description="most denoising steps one request may ask for")
@@ -23,6 +25,14 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(16, ge=1, description="requests denoised together in the running batch")
     max_queue: int = Field(32, ge=0, description="requests waiting for a slot; beyond it: 429")
     max_payload_bytes: int = Field(64 * 1024, ge=1024, description="largest request body")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="browser origins (comma-separated, e.g. https://app.example) besides this server's own that may "
+        "open generation WebSockets; * allows any",
+    )
+    ws_request_timeout_s: float = Field(
+        10.0, gt=0, description="a generation socket that sends no request by then is closed"
+    )
     batching: bool = Field(True, description="share forward passes between requests (off: one request at a time)")
     autocast: bool = Field(False, description="bf16 autocast for forward passes")
     ar_model: str | None = Field(
@@ -45,8 +55,9 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value  # compose passes unset variables as empty strings
 
-    @model_validator(mode="after")
-    def _limits_fit(self) -> "Settings":
-        if self.api_key is not None and len(self.api_key) < 16:
-            raise ValueError("UNMASK_API_KEY must be at least 16 characters")
-        return self
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value

@@ -4,6 +4,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Header
+from fastapi.routing import APIRoute
 from redis import Redis
 from starlette.requests import HTTPConnection
 
@@ -66,3 +67,8 @@ def require_api_key(settings: SettingsDep, authorization: Annotated[str | None, 
 
 
 ApiKeyDep = Depends(require_api_key)
+
+
+def needs_key(route: APIRoute) -> bool:
+    """Whether a route is a write route (it depends on the API key): the one place that says so is the route."""
+    return any(d.call is require_api_key for d in route.dependant.dependencies)

@@ -10,9 +10,9 @@ import logging
 import threading
 import time
 from collections import deque
-from itertools import accumulate
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from diffusion_core import Denoiser, Frame
 from diffusion_core.model import masked_logits
+from diffusion_core.runtime import release_freed_memory
 from diffusion_core.timing import lap
 
 from .metrics import Metrics
@@ -104,6 +105,7 @@ class Engine:
         self.stats = EngineStats()
         self._cond = threading.Condition()
         self._stop = False
+        self._peak = False  # memory may be held since the engine last went idle
         self._thread = threading.Thread(target=self._loop, name="unmask-engine", daemon=True)
 
     def start(self) -> None:
@@ -150,10 +152,14 @@ class Engine:
             with self._cond:
                 batch = self._admit()
                 while not batch and not self._stop:
-                    self._cond.wait(timeout=0.5)
+                    woken = self._cond.wait(timeout=0.5)
                     batch = self._admit()
+                    if not batch and not woken and self._peak:
+                        release_freed_memory()  # idle for a while: give back what the last requests' peak took
+                        self._peak = False
                 if self._stop:
                     return
+            self._peak = True
             try:
                 self._step(batch)
             except Exception as exc:

@@ -1,10 +1,13 @@
 """One error shape for every failure: {"error": {"message", "type", "param"}}."""
 
 import logging
+from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -18,10 +21,37 @@ TYPES = {
     404: "not_found",
     409: "conflict",
     405: "invalid_request",
+    408: "timeout",
     413: "payload_too_large",
     422: "validation_error",
     429: "overloaded",
     503: "not_ready",
+}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+
+
+class ErrorBody(BaseModel):
+    """Every error response: {"error": {"message", "type", "param"}}."""
+
+    error: ErrorDetail
+
+
+# Documented on every route: what any of them may answer besides its success.
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "malformed request"),
+        (404, "unknown model, file, job or route"),
+        (413, "request body or work over a limit (the limit is named)"),
+        (422, "a field is invalid (named in `param`)"),
+        (429, "at capacity; retry after `Retry-After` seconds"),
+        (503, "model loading, or the job store (Redis) unreachable"),
+    )
 }
 
 
@@ -38,6 +68,20 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param}}
 
 
+def redact(text: str, state_dir: Path) -> str:
+    """The state folder's absolute path is the operator's business, not a caller's: shown relative."""
+    for form in {str(state_dir.resolve()), str(state_dir)}:
+        if form not in (".", ""):
+            text = text.replace(form, "<state>")
+    return text
+
+
+def public_reload_error(registry: Any, state_dir: Path) -> dict[str, Any] | None:
+    """A refused hot reload as callers see it (the message redacted)."""
+    error = registry.reload_error
+    return None if error is None else {**error, "message": redact(error["message"], state_dir)}
+
+
 def from_core(exc: ConfigError | InputError, prefix: str = "parameters") -> ApiError:
     """A core validation error as a 422 naming the parameter at fault."""
     param = exc.param if exc.param in (None, "inputs") else f"{prefix}.{exc.param}"
@@ -51,7 +95,9 @@ def _loc(loc: tuple) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        body = exc.body()
+        body["error"]["message"] = redact(exc.message, request.app.state.settings.state_dir)
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -62,7 +108,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(ApiError(exc.status_code, str(exc.detail)).body(), status_code=exc.status_code)
+        body = ApiError(exc.status_code, str(exc.detail)).body()
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)  # 405 keeps its Allow
 
     @app.exception_handler(RedisError)
     async def _redis(request: Request, exc: RedisError) -> JSONResponse:

@@ -103,7 +103,7 @@ def _rq_id(record: dict[str, Any]) -> str:
 
 
 def _enqueue(redis: Redis, record: dict[str, Any], settings: Settings) -> None:
-    Queue(jobs.QUEUE, connection=redis).enqueue_call(
+    Queue(jobs.QUEUE, connection=redis, serializer=jobs.SERIALIZER).enqueue_call(
         jobs.TASK,
         args=(record["id"],),
         job_id=_rq_id(record),
@@ -156,7 +156,7 @@ def cancel(redis: Redis, job_id: str) -> dict[str, Any]:
     if jobs.transition(redis, job_id, "cancelled", jobs.PENDING):
         jobs.add_event(redis, job_id, "The job was cancelled before it started")
         try:
-            Job.fetch(_rq_id(record), connection=redis).cancel()
+            Job.fetch(_rq_id(record), connection=redis, serializer=jobs.SERIALIZER).cancel()
         except NoSuchJobError:
             pass
     else:

@@ -7,17 +7,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from redis import Redis
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from diffusion_core.runtime import keep_freed_memory, quiet_transformers
 from diffusion_core.store import Store
 
 from . import errors
 from .config import Settings
+from .deps import needs_key
 from .engine import Engine
 from .metrics import Metrics
-from .middleware import PayloadLimit
+from .middleware import BodyGuard
 from .registry import ModelRegistry, twin_source
 from .reloader import Reloader
 from .routes import autoregressive, checkpoints, files, fine_tuning, generate, health, openai, render
@@ -74,16 +78,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     uploads = {
         path: settings.max_upload_bytes for path in ("/v1/files", "/v1/fine_tuning/jobs", "/render/gif", "/render/html")
     }
-    app.add_middleware(PayloadLimit, max_bytes=settings.max_payload_bytes, overrides=uploads)
     routers = (generate, autoregressive, render, openai, files, fine_tuning, checkpoints, health)
+    keyed = tuple(r for m in routers for r in m.router.routes if isinstance(r, APIRoute) and needs_key(r))
+    app.add_middleware(BodyGuard, max_bytes=settings.max_payload_bytes, overrides=uploads, keyed=keyed)
     for module in routers:
-        app.include_router(module.router)
+        app.include_router(module.router, responses=errors.RESPONSES)
     web = settings.web_dir or WEB
     if web.is_dir():
-        app.mount("/", StaticFiles(directory=web, html=True), name="web")
+        app.router.routes.append(_Viewer("/", StaticFiles(directory=web, html=True), name="web"))
     else:
         log.warning("no viewer at %s; the API serves without it", web)
     return app
+
+
+class _Viewer(Mount):
+    """The static viewer answers reads only, so a wrong method on an API path is that route's 405 (with Allow)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 def _load(registry: ModelRegistry) -> None:

@@ -1,12 +1,13 @@
 """Prometheus metrics, registered on a registry owned by one app (tests build many apps)."""
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes and friends
         self.latency = Histogram(
             "unmask_request_seconds",
             "End-to-end request latency",

@@ -4,6 +4,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from diffusion_core.animation import MAX_FRAMES
 from diffusion_core.config import MIN_TEMPERATURE
 from diffusion_core.remasking import REMASKING
 from diffusion_core.sampling import SAMPLERS
@@ -27,14 +28,18 @@ RemaskingName = Annotated[str, _one_of(REMASKING, "remasking rule")]
 
 
 class GenerateParameters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     max_new_tokens: int = Field(64, ge=0, description="masks appended after the prompt")
     steps: int = Field(16, ge=1, description="denoising steps (forward passes), at most")
     schedule: ScheduleName = Field("cosine", description="linear | cosine | exponential | loglinear")
     sampling: SamplingName = Field("top_p", description="greedy | temperature | top_k | top_p")
     temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=100)
-    top_k: int = Field(0, ge=0, description="top_k and top_p: only the k most likely tokens (0: all); top_p then keeps its nucleus inside them")
+    top_k: int = Field(
+        0,
+        ge=0,
+        description="top_k and top_p: only the k most likely tokens (0: all); top_p then keeps its nucleus inside them",
+    )
     top_p: float = Field(0.9, gt=0, le=1)
     remasking: RemaskingName = Field("low_confidence", description="low_confidence | random | threshold")
     threshold: float = Field(0.9, gt=0, le=1)
@@ -48,7 +53,7 @@ class GenerateParameters(BaseModel):
 
 
 class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     inputs: str = Field(..., max_length=100_000, description="prompt; each <mask> is one token to fill in place")
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
@@ -77,7 +82,7 @@ class GenerateResponse(BaseModel):
 class CompletionRequest(BaseModel):
     """OpenAI's /v1/completions subset, plus unmask's denoising settings as extensions."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str | None = None
     prompt: str | list[str]
@@ -114,7 +119,7 @@ class CompletionRequest(BaseModel):
 class Hyperparameters(BaseModel):
     """OpenAI's names where they exist ("auto" included), plus the diffusion extras."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     n_epochs: Literal["auto"] | Annotated[int, Field(ge=1, le=100)] = Field("auto", description="auto: 3")
     max_steps: int | None = Field(None, ge=1, le=1_000_000, description="optimizer steps; overrides n_epochs")
@@ -141,7 +146,7 @@ SUFFIX = r"^[a-z0-9][a-z0-9-]{0,39}$"
 class FineTuneRequest(BaseModel):
     """POST /v1/fine_tuning/jobs. `training_texts` (inline documents) is unmask's extension."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(min_length=1, max_length=200, description="the base: the served model or a retained version")
     training_file: str | None = Field(None, description="an uploaded file id (purpose fine-tune)")
@@ -158,11 +163,13 @@ class FineTuneRequest(BaseModel):
 class SampleFrame(BaseModel):
     """One sample of a frame message, as the streams send it."""
 
-    tokens: list[Annotated[str, Field(max_length=200)]] = Field(max_length=8192)
-    masked: list[bool] = Field(max_length=8192)
-    revealed: list[bool] = Field(max_length=8192)
-    fixed: list[bool] = Field(max_length=8192)
-    confidence: list[float | None] = Field(max_length=8192)
+    model_config = ConfigDict(strict=True)
+
+    tokens: list[Annotated[str, Field(max_length=64)]] = Field(max_length=2048)
+    masked: list[bool] = Field(max_length=2048)
+    revealed: list[bool] = Field(max_length=2048)
+    fixed: list[bool] = Field(max_length=2048)
+    confidence: list[float | None] = Field(max_length=2048)
 
     @model_validator(mode="after")
     def _aligned(self) -> "SampleFrame":
@@ -173,12 +180,16 @@ class SampleFrame(BaseModel):
 
 
 class FrameTiming(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     elapsed_ms: float = Field(ge=0)
     forward_ms: float = Field(0, ge=0)
     step_ms: float = Field(0, ge=0)
 
 
 class FrameMessage(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     step: int = Field(ge=0)
     steps: int | None = Field(None, ge=1)
     samples: list[SampleFrame] = Field(min_length=1, max_length=64)
@@ -188,6 +199,8 @@ class FrameMessage(BaseModel):
 class RenderRequest(BaseModel):
     """Frames a viewer received (the `frame` messages of /ws/generate), to render as a GIF or a page."""
 
-    frames: list[FrameMessage] = Field(min_length=1, max_length=4097)
+    model_config = ConfigDict(strict=True)
+
+    frames: list[FrameMessage] = Field(min_length=1, max_length=MAX_FRAMES)
     sample: int = Field(0, ge=0, description="which sample to draw")
     title: str = Field("unmask", max_length=300)

@@ -2,8 +2,6 @@
 
 import argparse
 
-from diffusion_core.errors import ConfigError
-
 
 def register(sub: argparse._SubParsersAction) -> dict:
     p = sub.add_parser(
@@ -17,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> dict:
 def up(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from services.settings import settings_error
+
     from .config import StackSettings
     from .supervisor import up as run
 
@@ -24,6 +24,5 @@ def up(args: argparse.Namespace) -> int:
     try:
         settings = StackSettings(**overrides)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"UNMASK_{str(first['loc'][0]).upper()}: {first['msg']}") from None
+        raise settings_error(exc) from None
     return run(settings)

@@ -1,10 +1,13 @@
-"""A private redis-server for the embedded default and the tests: loopback only, data in a state folder."""
+"""A private redis-server for the embedded default and the tests: loopback only, data in a state folder,
+a password when one is given (RQ runs what its queue names: only this user's processes may write there)."""
 
+import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -39,29 +42,52 @@ def free_port() -> int:
 class RedisServer:
     """`with RedisServer(folder) as url:` starts redis-server, waits for PING, stops it on exit."""
 
-    def __init__(self, data_dir: str | Path, port: int | None = None) -> None:
+    name = "redis"
+
+    def __init__(self, data_dir: str | Path, port: int | None = None, password: str | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> str:
+        """Start (or start again, on the same port and data) and wait until it answers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir.resolve())]
+        args = [redis_binary(), *self._config(), "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--dir", str(self.data_dir.resolve())]
         args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no"]
         log = (self.data_dir / "redis.log").open("ab")
         self.process = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
         log.close()
+        self.started = time.monotonic()
         self._wait()
         return self.url
 
+    def _config(self) -> list[str]:
+        """A config file (0600) holding the password: on the command line `ps` would show it to everyone."""
+        if not self.password:
+            return []
+        path = self.data_dir / "redis.conf"
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"requirepass {self.password}\n")
+        return [str(path.resolve())]
+
+    def exit_code(self) -> int | None:
+        """None while it runs; its status once it died (reaped, so no zombie is left)."""
+        return -1 if self.process is None else self.process.poll()
+
     def _wait(self) -> None:
-        client = Redis(port=self.port, socket_connect_timeout=0.5)
+        client = Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:

@@ -1,8 +1,10 @@
-"""`unmask up`: a private Redis, the API and the workers as child processes, stopped together.
+"""`unmask up`: a private Redis, the API and the workers as child processes, supervised together.
 
 Children run in their own sessions, so a Ctrl-C reaches only this process, which then stops
 them in order: workers first (a running job is stopped and can be resumed later), then the
-API, then Redis. Their output is printed with a prefix per part.
+API, then Redis. Their output is printed with a prefix per part. A part that dies is started
+again after a growing pause; only Ctrl-C (or the API crashing again and again) stops the stack.
+Everything `up` writes is private to its user: the state folder is 0700, its files 0600.
 """
 
 import fcntl
@@ -27,6 +29,9 @@ from .redis_server import RedisServer
 
 READY_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 6.0
+BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # pause before restart n of a part that keeps dying
+STABLE_S = 60.0  # a part that ran this long starts its backoff afresh
+API_MAX_CRASHES = 5  # the API dying this often, each within STABLE_S of its start, stops the stack
 
 
 def _print(prefix: str, line: str) -> None:
@@ -43,19 +48,26 @@ class Child:
     """One part of the stack: a process in its own session whose output is prefixed."""
 
     def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        self.name = name
+        self.name, self.args, self.env = name, args, env
+        self.start()
+
+    def start(self) -> None:
         self.process = subprocess.Popen(
-            args,
-            env=env,
+            self.args,
+            env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
             start_new_session=True,
         )
+        self.started = time.monotonic()
         assert self.process.stdout is not None
-        self._pump = threading.Thread(target=_pump, args=(name, self.process.stdout), daemon=True)
+        self._pump = threading.Thread(target=_pump, args=(self.name, self.process.stdout), daemon=True)
         self._pump.start()
+
+    def exit_code(self) -> int | None:
+        return self.process.poll()
 
     def stop(self, signals: tuple[int, ...] = (signal.SIGTERM,), wait_s: float = STOP_TIMEOUT_S) -> None:
         """Send each signal in turn, waiting up to wait_s after each; then kill the whole group."""
@@ -96,19 +108,23 @@ def _lock(state: Path) -> Iterator[None]:
         handle.close()
 
 
+def secret(path: Path, length: int = 16) -> str:
+    """The secret kept at path, else a new one written there: created 0600, never readable by others."""
+    if path.is_file() and len(path.read_text().strip()) >= length:
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(24)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    tmp.replace(path)
+    return value
+
+
 def api_key(settings: StackSettings) -> str:
     """The configured key, else the one generated on the first run (kept in the state folder)."""
-    if settings.api_key:
-        return settings.api_key
-    path = settings.state_dir / "api_key"
-    if path.is_file() and len(path.read_text().strip()) >= 16:
-        return path.read_text().strip()
-    key = secrets.token_urlsafe(24)
-    tmp = path.with_name("api_key.tmp")
-    tmp.write_text(key + "\n")
-    tmp.chmod(0o600)
-    tmp.replace(path)
-    return key
+    return settings.api_key or secret(settings.state_dir / "api_key")
 
 
 def _wait_ready(url: str, children: list[Child]) -> None:
@@ -131,10 +147,14 @@ def up(settings: StackSettings) -> int:
     from services.api.cli import check_port
 
     check_port(settings.host, settings.port)
+    os.umask(0o077)  # the state folder, Redis's data, uploads and checkpoints: this user's only
     state = settings.state_dir.resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o700)
     with _lock(state):
         key = api_key(settings)
-        redis = None if settings.redis_url else RedisServer(state / "redis")
+        password = None if settings.redis_url else secret(state / "redis_password")
+        redis = None if settings.redis_url else RedisServer(state / "redis", password=password)
         stopping = threading.Event()
         previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
         children: list[Child] = []
@@ -158,8 +178,10 @@ def up(settings: StackSettings) -> int:
                 children.append(Child("worker" if settings.workers == 1 else f"worker{n + 1}", [*cli, "worker"], env))
             url = f"http://{settings.host}:{settings.port}"
             _wait_ready(url, children)
-            print(f"\n  unmask is up: {url}\n  API key:      {key}\n  state folder: {state}\n", flush=True)
-            return _watch(children, stopping)
+            shown = "(from UNMASK_API_KEY)" if settings.api_key else f"{key}  (kept in {state / 'api_key'})"
+            print(f"\n  unmask is up: {url}\n  API key:      {shown}\n  state folder: {state}\n", flush=True)
+            parts: list[Child | RedisServer] = [*children, *([redis] if redis is not None else [])]
+            return _watch(parts, stopping)
         finally:
             for child in reversed(children):  # workers, then the API
                 if child.name.startswith("worker"):  # RQ: the second signal stops a running job at once
@@ -172,11 +194,36 @@ def up(settings: StackSettings) -> int:
                 signal.signal(sig, handler)
 
 
-def _watch(children: list[Child], stopping: threading.Event) -> int:
+def _watch(parts: list["Child | RedisServer"], stopping: threading.Event) -> int:
+    """Restart any part that dies, after a pause that grows while it keeps dying; 1 if the API will not stay up."""
+    crashes = {part.name: 0 for part in parts}
+    due: dict[str, float] = {}  # part name -> when to start it again
     while not stopping.wait(0.5):
-        for child in children:
-            if child.process.poll() is not None:
-                _print(child.name, f"exited with status {child.process.returncode}; stopping everything\n")
+        now = time.monotonic()
+        for part in parts:
+            if part.name in due:
+                if now >= due[part.name]:
+                    del due[part.name]
+                    _print(part.name, "starting again\n")
+                    _restart(part)
+                continue
+            code = part.exit_code()
+            if code is None:
+                continue
+            crashes[part.name] = 1 if now - part.started > STABLE_S else crashes[part.name] + 1
+            if part.name == "api" and crashes["api"] >= API_MAX_CRASHES:
+                _print("api", f"exited with status {code}, {API_MAX_CRASHES} times in a row; stopping everything\n")
                 return 1
+            pause = BACKOFF_S[min(crashes[part.name], len(BACKOFF_S)) - 1]
+            _print(part.name, f"exited with status {code}; starting it again in {pause:.0f} s\n")
+            due[part.name] = now + pause
     print("\nstopping ...", flush=True)
     return 0
+
+
+def _restart(part: "Child | RedisServer") -> None:
+    try:
+        part.start()
+    except ConfigError as exc:  # e.g. Redis's port was taken meanwhile: try again on the next round
+        _print(part.name, f"could not start: {exc}\n")
+        part.started = time.monotonic()

@@ -16,6 +16,8 @@ def worker(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
     from redis.exceptions import ConnectionError as RedisConnectionError
 
+    from services.settings import settings_error
+
     from .config import WorkerSettings
     from .worker import run
 
@@ -23,8 +25,7 @@ def worker(args: argparse.Namespace) -> int:
     try:
         settings = WorkerSettings()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"UNMASK_{str(first['loc'][0]).upper()}: {first['msg']}") from None
+        raise settings_error(exc) from None
     try:
         run(settings, burst=args.burst)
     except RedisConnectionError as exc:

@@ -3,9 +3,11 @@
 import logging
 import os
 import socket
+from typing import Any
 
 from redis import Redis
 from rq import Queue, Worker
+from rq.job import Job
 
 from diffusion_core import jobs
 
@@ -14,13 +16,23 @@ from .config import WorkerSettings
 log = logging.getLogger("unmask.trainer")
 
 
+class FineTuneJob(Job):
+    """The one job this worker runs: an entry that names any other function is refused, never imported."""
+
+    def perform(self) -> Any:
+        if self.func_name != jobs.TASK:
+            raise ValueError(f"refusing queue entry {self.id}: it names {self.func_name!r}, not {jobs.TASK}")
+        return super().perform()
+
+
 def run(settings: WorkerSettings, burst: bool = False) -> None:
     """Work the fine-tune queue until SIGINT/SIGTERM (or until empty, with burst)."""
     redis = Redis.from_url(settings.redis_url)
     redis.ping()
     for job_id in jobs.reap(redis):
         log.warning("job %s was abandoned by a previous worker; marked failed", job_id)
-    queue = Queue(jobs.QUEUE, connection=redis)
-    worker = Worker([queue], connection=redis, name=f"unmask-{socket.gethostname()}-{os.getpid()}")
+    queue = Queue(jobs.QUEUE, connection=redis, serializer=jobs.SERIALIZER)
+    name = f"unmask-{socket.gethostname()}-{os.getpid()}"
+    worker = Worker([queue], connection=redis, name=name, serializer=jobs.SERIALIZER, job_class=FineTuneJob)
     log.info("worker %s on %s (state in %s)", worker.name, jobs.QUEUE, settings.state_dir)
     worker.work(burst=burst, with_scheduler=False, logging_level="INFO")

@@ -9,6 +9,7 @@ machine.
 
 import json
 import math
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import GenerationConfig
 from .denoise import Denoiser, Frame, create_denoiser, run
+from .errors import TooLargeError
 from .manifest import write_bytes
 from .render import TokenPieces
 
@@ -45,6 +47,11 @@ COLORS = {
     "bar": (31, 78, 153),
     "track": (230, 230, 230),
 }
+# What one server-side rendering may cost: the viewer's largest runs fit well inside these.
+MAX_FRAMES = 1025  # a 1024-step run and its opening canvas
+MAX_POSITIONS = 600_000  # token positions over all frames (each is measured to lay the text out)
+MAX_PIXELS = 250_000_000  # all frames together, at the tallest frame's height (one byte each once paletted)
+RENDER_TIMEOUT_S = 60.0  # drawing stops here with TooLargeError
 LEGEND = (("prompt", "prompt"), ("masked", "still masked"), ("new", "revealed at this step"), ("text", "earlier"))
 
 
@@ -216,10 +223,34 @@ def _lines(messages: Sequence[Message], width: int) -> int:
     )
 
 
-def stills(messages: Sequence[Message], width: int = WIDTH, label: str = "") -> list[Image.Image]:
-    """One image per frame message, all the same size."""
+def stills(
+    messages: Sequence[Message], width: int = WIDTH, label: str = "", timeout_s: float | None = None
+) -> list[Image.Image]:
+    """One paletted image per frame message, all the same size; TooLargeError past the limits above."""
+    if len(messages) > MAX_FRAMES:
+        raise TooLargeError(f"{len(messages)} frames; at most {MAX_FRAMES} can be drawn", "frames")
+    positions = sum(len(s["tokens"]) for m in messages for s in m["samples"][:1])
+    if positions > MAX_POSITIONS:
+        raise TooLargeError(f"{positions:,} token positions in all; at most {MAX_POSITIONS:,} can be drawn", "frames")
     lines = _lines(messages, width)
-    return [draw(m, width, lines, label) for m in messages]
+    height = MARGIN + LINE + 14 + lines * LINE + MARGIN + LINE
+    if len(messages) * width * height > MAX_PIXELS:
+        raise TooLargeError(
+            f"{len(messages)} frames of {width}x{height} pixels exceed the {MAX_PIXELS:,} one animation may have",
+            "frames",
+        )
+    deadline = time.monotonic() + (timeout_s or RENDER_TIMEOUT_S)
+    images = []
+    for m in messages:
+        if time.monotonic() > deadline:
+            raise TooLargeError(f"drawing took longer than {timeout_s or RENDER_TIMEOUT_S:.0f} s; send fewer frames")
+        images.append(_paletted(draw(m, width, lines, label)))
+    return images
+
+
+def _paletted(image: Image.Image) -> Image.Image:
+    """One byte per pixel (the drawing uses a handful of colours), so a long run stays small in memory."""
+    return image.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
 
 
 def gif_bytes(images: Sequence[Image.Image], frame_ms: int = FRAME_MS, hold_ms: int = HOLD_MS) -> bytes:
@@ -227,7 +258,7 @@ def gif_bytes(images: Sequence[Image.Image], frame_ms: int = FRAME_MS, hold_ms: 
     assert images, "nothing to animate"
     durations = [frame_ms] * (len(images) - 1) + [hold_ms]
     buffer = BytesIO()
-    first, *rest = [im.convert("P", palette=Image.Palette.ADAPTIVE, colors=64) for im in images]
+    first, *rest = [im if im.mode == "P" else _paletted(im) for im in images]
     first.save(buffer, format="GIF", save_all=True, append_images=rest, duration=durations, loop=0, optimize=False)
     return buffer.getvalue()
 
@@ -298,6 +329,10 @@ PLAYER = Path(__file__).parent / "player.html"  # the page template: __TITLE__ a
 
 
 def html(messages: Sequence[Message], title: str) -> str:
-    """A self-contained page that replays the run (play, pause, step, scrub); no network needed."""
-    data = json.dumps(list(messages)).replace("</", "<\\/")
-    return PLAYER.read_text().replace("__TITLE__", escape(title)).replace("__FRAMES__", data)
+    """A self-contained page that replays the run (play, pause, step, scrub); no network needed.
+
+    Both fields are filled in one pass (a title cannot smuggle in the other placeholder), the title
+    HTML-escaped and the frames as JSON with <, > and & escaped, so no token can close the script."""
+    data = json.dumps(list(messages)).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    values = {"__TITLE__": escape(title), "__FRAMES__": data}
+    return re.sub("__TITLE__|__FRAMES__", lambda match: values[match.group()], PLAYER.read_text())

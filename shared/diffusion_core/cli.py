@@ -36,7 +36,9 @@ def default_model() -> str:
 def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument(
-        "--dtype", default="auto", help="weights: auto | float32 | bfloat16 | float16 (auto: bf16 on a CUDA GPU, else float32)"
+        "--dtype",
+        default="auto",
+        help="weights: auto | float32 | bfloat16 | float16 (auto: bf16 on a CUDA GPU, else float32)",
     )
 
 

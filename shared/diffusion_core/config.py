@@ -15,7 +15,7 @@ class GenerationConfig:
     schedule: str = "cosine"  # how many tokens stay masked after each step (schedules.SCHEDULES)
     sampling: str = "top_p"  # greedy | temperature | top_k | top_p (sampling.SAMPLERS)
     temperature: float = 1.0  # divides the logits before sampling
-    top_k: int = 0  # top_k and top_p rules: only the k most likely tokens (0: all); top_p's nucleus is taken inside them
+    top_k: int = 0  # top_k and top_p rules: the k most likely tokens only (0: all); top_p then keeps a nucleus of them
     top_p: float = 0.9  # with sampling="top_p": probability mass kept
     remasking: str = "low_confidence"  # which predictions are kept (remasking.REMASKING)
     threshold: float = 0.9  # with remasking="threshold": keep predictions this confident

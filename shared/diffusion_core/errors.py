@@ -26,3 +26,7 @@ class CheckpointError(UnmaskError):
 
 class TokenizerError(CheckpointError):
     """A checkpoint or path has no usable tokenizer."""
+
+
+class TooLargeError(UnmaskError):
+    """A request would need more work or memory than its limit allows (the limit is in the message)."""

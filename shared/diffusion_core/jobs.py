@@ -15,6 +15,10 @@ from redis import Redis
 
 QUEUE = "unmask-fine-tune"
 TASK = "services.trainer.jobs.fine_tune"  # what the worker runs, by import path
+
+SERIALIZER = "rq.serializers.JSONSerializer"  # on both sides: a queue entry is never unpickled (RQ's default would)
+
+
 JOBS = "unmask:jobs"  # sorted set: job id scored by created_at
 PENDING = ("validating_files", "queued")
 ACTIVE = (*PENDING, "running")

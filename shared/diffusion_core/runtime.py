@@ -19,6 +19,16 @@ def keep_freed_memory() -> None:
     libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
 
 
+def release_freed_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc's malloc_trim). keep_freed_memory makes reuse fast
+    under steady load; call this when the work stops, so one large request's peak is not kept forever."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.malloc_trim(0)
+
+
 def quiet_transformers() -> None:
     """Keep transformers' load-time progress bars and advice out of a user's terminal."""
     from transformers.utils import logging

@@ -79,7 +79,11 @@ class Store:
             "status_details": None,
             "documents": len(docs),
         }
-        self.redis.hset(FILES, file_id, json.dumps(record))
+        try:
+            self.redis.hset(FILES, file_id, json.dumps(record))
+        except BaseException:  # all or nothing: a file no record names could never be listed or deleted
+            (self.files_dir / f"{file_id}{suffix}").unlink(missing_ok=True)
+            raise
         return record
 
     def file(self, file_id: str) -> dict[str, Any] | None:

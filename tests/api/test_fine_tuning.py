@@ -72,7 +72,7 @@ def test_a_job_is_recorded_and_enqueued_with_explicit_ttls(ft_client, redis_url)
     assert job["hyperparameters"]["max_steps"] == 5 and job["hyperparameters"]["batch_size"] == 16
     assert ft_client.get(f"/v1/fine_tuning/jobs/{job['id']}").json() == job
     assert [j["id"] for j in ft_client.get("/v1/fine_tuning/jobs").json()["data"]] == [job["id"]]
-    rq_job = Job.fetch(job["id"], connection=Redis.from_url(redis_url))
+    rq_job = Job.fetch(job["id"], connection=Redis.from_url(redis_url), serializer=jobs.SERIALIZER)
     assert rq_job.get_status() == "queued" and rq_job.func_name == jobs.TASK
     assert rq_job.timeout == 24 * 3600 and rq_job.result_ttl > 0 and rq_job.failure_ttl > 0
     messages = [e["message"] for e in ft_client.get(f"/v1/fine_tuning/jobs/{job['id']}/events").json()["data"]]
@@ -118,7 +118,9 @@ def test_a_queued_job_is_cancelled_at_once(ft_client, redis_url):
     job_id = job.json()["id"]
     cancelled = ft_client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=AUTH).json()
     assert cancelled["status"] == "cancelled" and cancelled["finished_at"]
-    assert Job.fetch(job_id, connection=Redis.from_url(redis_url)).get_status() == "canceled"
+    assert (
+        Job.fetch(job_id, connection=Redis.from_url(redis_url), serializer=jobs.SERIALIZER).get_status() == "canceled"
+    )
     again = ft_client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=AUTH)
     assert again.status_code == 409
 

@@ -132,3 +132,28 @@ def test_cancel_stops_a_running_job_and_bad_data_fails_it_clearly(stack):
 
     ok = httpx.post(f"{base}/v1/fine_tuning/jobs", json={**body, "hyperparameters": SMALL}, headers=AUTH).json()
     assert finished(base, ok["id"])["status"] == "succeeded"  # the worker survived both
+
+
+def test_the_worker_runs_fine_tune_jobs_only_and_never_unpickles_a_queue_entry(stack, redis_url):
+    from redis import Redis
+    from rq import Queue
+
+    from diffusion_core import jobs
+
+    base, _, procs = stack
+    redis = Redis.from_url(redis_url)
+    other = Queue(jobs.QUEUE, connection=redis, serializer=jobs.SERIALIZER).enqueue("os.getpid")
+    wait_for(lambda: other.get_status(refresh=True) == "failed", timeout=60)
+    assert "refusing queue entry" in (other.latest_result().exc_string or "")
+    pickled = Queue(jobs.QUEUE, connection=redis).enqueue("os.getpid")  # RQ's default serializer: pickle
+    wait_for(lambda: pickled.get_status(refresh=True) != "queued" or "Traceback" in procs.log("worker"), timeout=60)
+    assert pickled.get_status(refresh=True) != "finished", "a pickled entry must never run"
+    upload = httpx.post(
+        base + "/v1/files", headers=AUTH, files={"file": ("c.txt", CORPUS.encode())}, data={"purpose": "fine-tune"}
+    ).json()
+    job = httpx.post(
+        base + "/v1/fine_tuning/jobs",
+        headers=AUTH,
+        json={"model": "tiny", "training_file": upload["id"], "hyperparameters": SMALL},
+    ).json()
+    assert finished(base, job["id"])["status"] == "succeeded", "the worker still runs real jobs"

@@ -18,7 +18,7 @@ from ..errors import ApiError
 from ..generation import check_limits
 from ..registry import Twin
 from ..schemas import GenerateRequest
-from .generate import close_with_error, receive_request
+from .generate import accept, close_with_error, receive_request
 
 router = APIRouter(tags=["generate"])
 _END = object()
@@ -29,7 +29,8 @@ async def ws_generate_ar(
     websocket: WebSocket, settings: SettingsDep, registry: RegistryDep, metrics: MetricsDep
 ) -> None:
     """Same request as /ws/generate (max_new_tokens, temperature, top_p, seed are used); a frame per token."""
-    await websocket.accept()
+    if not await accept(websocket, settings):
+        return
     try:
         body = await receive_request(websocket, settings)
         check_limits(settings, body.parameters)

@@ -11,7 +11,7 @@ from diffusion_core.manifest import MANIFEST, sha256, verify
 from diffusion_core.store import BASE, Store
 
 from ..deps import ApiKeyDep, RegistryDep, StoreDep
-from ..errors import ApiError
+from ..errors import ApiError, public_reload_error
 from ..registry import ModelRegistry
 
 router = APIRouter(prefix="/v1/checkpoints", tags=["fine-tuning"])
@@ -34,7 +34,7 @@ def listing(registry: ModelRegistry, store: Store) -> dict[str, Any]:
         "data": data,
         "current": current,
         "serving": registry.serving,
-        "reload_error": registry.reload_error,
+        "reload_error": public_reload_error(registry, store.root),
     }
 
 

@@ -67,7 +67,7 @@ async def list_events(
     return {"object": "list", "data": newest_first[:limit], "has_more": len(newest_first) > limit}
 
 
-@router.get("/{job_id}/stream")
+@router.get("/{job_id}/stream", responses={200: {"content": {"text/event-stream": {}}, "description": "progress"}})
 async def stream_job(job_id: str, request: Request, redis: RedisDep) -> StreamingResponse:
     """Server-sent events: `event` for each job event in order, `job` when the job object changes;
     the stream ends after the job reaches succeeded, failed or cancelled."""

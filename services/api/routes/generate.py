@@ -5,6 +5,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
@@ -59,7 +60,7 @@ def sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data)}\n\n"
 
 
-@router.post("/generate_stream")
+@router.post("/generate_stream", responses={200: {"content": {"text/event-stream": {}}, "description": "frames"}})
 async def generate_stream(
     body: GenerateRequest, settings: SettingsDep, registry: RegistryDep, engine: EngineDep, metrics: MetricsDep
 ) -> StreamingResponse:
@@ -92,7 +93,8 @@ async def ws_generate(
     websocket: WebSocket, settings: SettingsDep, registry: RegistryDep, engine: EngineDep, metrics: MetricsDep
 ) -> None:
     """One request message in; `frame` messages, then `done` (or `error` and close 1008/1011) out."""
-    await websocket.accept()
+    if not await accept(websocket, settings):
+        return
     started = time.perf_counter()
     try:
         body = await receive_request(websocket, settings)
@@ -120,9 +122,36 @@ async def ws_generate(
         ticket.cancel()
 
 
+async def accept(websocket: WebSocket, settings: SettingsDep) -> bool:
+    """Accept a generation socket unless a browser opened it from a page of another origin.
+
+    Browsers send Origin and let any page open a WebSocket anywhere; a page of this server, an
+    origin in UNMASK_ALLOWED_ORIGINS, or a client that sends no Origin (not a browser) may drive it."""
+    origin = websocket.headers.get("origin")
+    if origin is not None and not origin_allowed(origin, websocket.headers.get("host", ""), settings.allowed_origins):
+        await websocket.close(code=1008)  # before accept: the browser sees the handshake refused (403)
+        return False
+    await websocket.accept()
+    return True
+
+
+def origin_allowed(origin: str, host: str, allowed: list[str]) -> bool:
+    if origin.rstrip("/") in allowed or "*" in allowed:
+        return True
+    return urlsplit(origin).netloc.lower() == host.lower() and bool(host)
+
+
 async def receive_request(websocket: WebSocket, settings: SettingsDep) -> GenerateRequest:
-    """The one request message of a generation socket; ApiError 413 or 422 (naming the field) if it is not one."""
-    raw = await websocket.receive_text()
+    """The one request message of a generation socket; ApiError 408, 413 or 422 (naming the field) if it is not one."""
+    try:
+        message = await asyncio.wait_for(websocket.receive(), settings.ws_request_timeout_s)
+    except TimeoutError:
+        raise ApiError(408, f"no request message within {settings.ws_request_timeout_s:g} s") from None
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    raw = message.get("text")
+    if raw is None:
+        raise ApiError(422, "send the request as one text message holding JSON, not a binary one")
     if len(raw.encode()) > settings.max_payload_bytes:
         raise ApiError(413, f"message is larger than {settings.max_payload_bytes} bytes")
     try:

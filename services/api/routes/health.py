@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..deps import EngineDep, MetricsDep, RegistryDep, SettingsDep
-from ..errors import ApiError
+from ..errors import ApiError, public_reload_error
 
 router = APIRouter(tags=["health"])
 
@@ -53,7 +53,7 @@ async def info(settings: SettingsDep, registry: RegistryDep, engine: EngineDep) 
     return {
         "model": model,
         "model_error": registry.error,
-        "reload_error": registry.reload_error,
+        "reload_error": public_reload_error(registry, settings.state_dir),
         "fine_tuning": settings.redis_url is not None,
         "autoregressive": {
             "id": registry.twin.name if registry.twin else None,
@@ -66,6 +66,6 @@ async def info(settings: SettingsDep, registry: RegistryDep, engine: EngineDep) 
     }
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 async def metrics(m: MetricsDep) -> Response:
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

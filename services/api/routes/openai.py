@@ -21,17 +21,27 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 @router.get("/models")
 async def list_models(registry: RegistryDep, store: OptionalStoreDep) -> dict[str, Any]:
-    """The base model and every retained fine-tuned version (any of them can be named in `model`)."""
+    """The base model and every retained fine-tuned version (any of them can be named in `model`).
+
+    With the job store unreachable the list holds the models loaded here, and says it is partial."""
     data = [{"id": registry.base_name, "object": "model", "created": 0, "owned_by": "unmask"}]
+    partial = False
     if store is not None:
         try:
             versions = await asyncio.to_thread(store.versions)
         except RedisError:
-            versions = []
+            versions, partial = [], True
         data += [
             {"id": r["model"], "object": "model", "created": r["created_at"], "owned_by": "unmask"} for r in versions
         ]
-    return {"object": "list", "data": data}
+    if partial:
+        listed = {m["id"] for m in data}
+        data += [
+            {"id": name, "object": "model", "created": 0, "owned_by": "unmask"}
+            for name in registry.names()
+            if name not in listed
+        ]
+    return {"object": "list", "data": data, **({"partial": True} if partial else {})}
 
 
 def _choice(index: int, text: str, reason: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from diffusion_core import animation
+from diffusion_core.errors import TooLargeError
 
 from ..errors import ApiError
 from ..schemas import RenderRequest
@@ -32,12 +33,15 @@ def _attachment(name: str) -> dict[str, str]:
 async def render_gif(body: RenderRequest) -> Response:
     """An animated GIF: one frame per message, the last one held."""
     frames = _frames(body)
-    data = await asyncio.to_thread(lambda: animation.gif_bytes(animation.stills(frames)))
+    try:  # off the event loop; the size is checked before drawing and the drawing has a deadline
+        data = await asyncio.to_thread(lambda: animation.gif_bytes(animation.stills(frames)))
+    except TooLargeError as exc:
+        raise ApiError(413, str(exc), exc.param) from None
     return Response(data, media_type="image/gif", headers=_attachment("unmask.gif"))
 
 
 @router.post("/html", response_class=Response, responses={200: {"content": {"text/html": {}}}})
 async def render_html(body: RenderRequest) -> Response:
     """A self-contained page that replays the run offline (play, pause, step, scrub)."""
-    page = animation.html(_frames(body), body.title)
+    page = await asyncio.to_thread(animation.html, _frames(body), body.title)
     return Response(page, media_type="text/html; charset=utf-8", headers=_attachment("unmask.html"))

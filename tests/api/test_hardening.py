@@ -1,0 +1,169 @@
+"""A bad request or a hostile client must not take the service down, leak what it should not, or hang it."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from services.api.config import Settings
+from tests.conftest import wait_ready
+
+KEY = "k" * 32
+
+
+def _frame(tokens: list[str], step: int = 0) -> dict:
+    n = len(tokens)
+    sample = {"tokens": tokens, "masked": [False] * n, "revealed": [False] * n, "fixed": [False] * n,
+              "confidence": [None] * n}  # fmt: skip
+    return {"step": step, "steps": 40, "samples": [sample], "timing": {"elapsed_ms": 0.0}}
+
+
+def test_a_gif_that_would_need_gigabytes_is_refused_before_drawing(make_client):
+    tall = _frame(["x" * 64] * 1000)  # one frame of 1,000 long tokens: every frame drawn at its height
+    body = {"frames": [tall] + [_frame(["a", "b"], s) for s in range(1, 40)]}
+    with make_client(max_upload_bytes=32 * 1024 * 1024) as client:
+        started = time.monotonic()
+        r = client.post("/render/gif", json=body)
+        assert r.status_code == 413 and "250,000,000" in r.json()["error"]["message"]
+        assert time.monotonic() - started < 10
+        too_many = client.post("/render/gif", json={"frames": [_frame(["a"], s) for s in range(1026)]})
+        assert too_many.status_code == 422 and too_many.json()["error"]["param"] == "frames"
+        long_token = client.post("/render/gif", json={"frames": [_frame(["x" * 65])]})
+        assert long_token.status_code == 422 and "frames.0.samples.0.tokens.0" in long_token.json()["error"]["param"]
+        assert client.post("/render/gif", json={"frames": [_frame(["fine"]) for _ in range(3)]}).status_code == 200
+
+
+def test_the_exported_page_escapes_every_field(client):
+    hostile = "<img src=x onerror=alert(1)>"
+    r = client.post("/render/html", json={"frames": [_frame(["a", hostile])], "title": "__FRAMES__ </title><b>"})
+    page = r.text
+    assert r.status_code == 200 and "<img" not in page and "<b>" not in page
+    assert "<title>__FRAMES__ &lt;/title&gt;&lt;b&gt;</title>" in page  # the title stays text
+    frames = json.loads(page.split("const FRAMES = ", 1)[1].split(";\n", 1)[0])
+    assert frames[0]["samples"][0]["tokens"][1] == hostile  # the token itself survives, as data
+
+
+def _ws_url(base: str, path: str = "/ws/generate") -> str:
+    return base.replace("http://", "ws://") + path
+
+
+def test_websockets_refuse_binary_messages_silence_and_foreign_pages(server):
+    with server(ws_request_timeout_s=0.5, allowed_origins="https://app.example") as (base, _):
+        host = base.removeprefix("http://")
+        with connect(_ws_url(base)) as ws:
+            ws.send(b"\x00\x01binary")
+            message = json.loads(ws.recv(timeout=10))
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=10)
+            assert ws.close_code == 1008
+        assert message["type"] == "error" and "text message" in message["error"]["message"]
+        with connect(_ws_url(base)) as ws:  # says nothing
+            message = json.loads(ws.recv(timeout=10))
+        assert message["error"]["type"] == "timeout"
+        for path in ("/ws/generate", "/ws/generate_ar"):
+            with pytest.raises(InvalidStatus) as refused:
+                connect(_ws_url(base, path), origin="https://evil.example")
+            assert refused.value.response.status_code == 403
+        request = json.dumps({"inputs": "the", "parameters": {"max_new_tokens": 2, "steps": 1}})
+        for origin in (f"http://{host}", "https://app.example"):  # the viewer's own page; a listed origin
+            with connect(_ws_url(base), origin=origin) as ws:
+                ws.send(request)
+                assert json.loads(ws.recv(timeout=30))["type"] == "frame"
+
+
+def _asgi_post(app, path: str, headers: dict[str, str], chunks: int, chunk: bytes) -> tuple[int, int]:
+    """POST a streamed body straight into the app; (status, body chunks the app pulled)."""
+    pulled, status = 0, 0
+
+    async def receive() -> dict:
+        nonlocal pulled
+        if pulled >= chunks:
+            await asyncio.sleep(3600)
+        pulled += 1
+        return {"type": "http.request", "body": chunk, "more_body": pulled < chunks}
+
+    async def send(message: dict) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80), "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }  # fmt: skip
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 30))
+    return status, pulled
+
+
+def test_bodies_are_bounded_as_they_arrive_and_a_write_without_the_key_reads_none(make_client):
+    with make_client(api_key=KEY) as client:
+        app = client.app
+        chunked = {"content-type": "application/json", "transfer-encoding": "chunked"}
+        status, pulled = _asgi_post(app, "/generate", chunked, chunks=1600, chunk=b" " * 65536)  # 100 MB
+        assert status == 413 and pulled <= 3, "reading stopped at the 64 KiB limit"
+        upload = {"content-type": "multipart/form-data; boundary=x"}
+        status, pulled = _asgi_post(app, "/v1/files", upload, chunks=3200, chunk=b"a" * 65536)  # 200 MB, no key
+        assert status == 401 and pulled == 0
+        r = client.post(
+            "/generate", content=iter([b'{"inputs": "the"', b"}"]), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 200, "a small chunked body still works"
+
+
+def test_strict_types_and_method_errors(client):
+    r = client.post("/generate", json={"inputs": "the", "parameters": {"details": 0}})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "parameters.details"
+    r = client.post("/render/gif", json={"frames": [_frame(["a"])], "sample": False})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "sample"
+    r = client.put("/generate", json={})
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    spec = client.get("/openapi.json").json()["paths"]
+    assert {"413", "422", "429", "503"} <= set(spec["/generate"]["post"]["responses"])
+    assert "text/event-stream" in spec["/generate_stream"]["post"]["responses"]["200"]["content"]
+    assert any(t.startswith("text/plain") for t in spec["/metrics"]["get"]["responses"]["200"]["content"])
+
+
+def test_metrics_show_the_memory_in_use(client):
+    assert "process_resident_memory_bytes" in client.get("/metrics").text
+
+
+def test_the_placeholder_key_and_short_keys_are_refused_in_one_line(tmp_path):
+    for key in ("change-me-to-a-long-random-string", "short"):
+        with pytest.raises(ValueError, match="placeholder|16 characters"):
+            Settings(api_key=key)
+    env = {**os.environ, "UNMASK_API_KEY": "change-me-to-a-long-random-string"}
+    done = subprocess.run(
+        [sys.executable, "-m", "diffusion_core.cli", "serve", "--port", "1"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "unmask: error: UNMASK_API_KEY is the placeholder from .env.example; set a long random key (or leave it unset "
+        "under `up`)"
+    ]
+
+
+def test_callers_never_see_the_state_folder(make_client, tmp_path):
+    state = tmp_path / "private-state"
+    missing = state / "checkpoints" / "gone"
+    with make_client(model=str(missing), state_dir=state) as client:
+        deadline = time.monotonic() + 30
+        while (r := client.get("/ready")).status_code == 503 and "loading" in r.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        message = r.json()["error"]["message"]
+        assert r.status_code == 503 and str(tmp_path) not in message and "<state>" in message
+
+
+def test_models_say_when_the_list_is_partial(make_client):
+    from services.stack.redis_server import free_port
+
+    with make_client(redis_url=f"redis://127.0.0.1:{free_port()}/0") as client:
+        wait_ready(client)
+        body = client.get("/v1/models").json()
+        assert body["partial"] is True and body["data"][0]["id"]
