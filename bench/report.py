@@ -9,7 +9,18 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 DOC = Path(__file__).parents[1] / "docs" / "results.md"
-ORDER = ("speed", "threshold", "training", "sampler", "serve")
+ORDER = ("gpu", "speed", "threshold", "training", "sampler", "serve")
+GPU_PENDING = [
+    "## Diffusion vs the twin on a GPU",
+    "",
+    "Not measured yet: no GPU has run `python bench/gpu.py` for this version. On a machine with a CUDA GPU it",
+    "prints, in under five minutes, diffusion's tokens/s with float32 and bf16 weights, top_p and temperature",
+    "sampling and without future masks; the twin's with float32 and bf16 weights; batch 1, 8 and 32 at 64 and",
+    "256 tokens; the share of diffusion's time in its forward passes; and the forward-only limit. It records",
+    "`bench/results/gpu.json`, which this page then shows. `python bench/gpu.py --quick` runs the same code at",
+    "tiny sizes on a CPU.",
+    "",
+]
 
 
 def _eval_section() -> list[str]:
@@ -66,6 +77,8 @@ def main() -> None:
     for name in ORDER:
         if (RESULTS / f"{name}.json").is_file():
             lines += _section(name)
+        elif name == "gpu":
+            lines += GPU_PENDING
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC}")
 

@@ -75,3 +75,25 @@ def test_stream_frames_are_complete_when_read_long_after_the_step(tiny_checkpoin
     for before, after in zip(frames, frames[1:]):
         newly = before.masked & ~after.masked
         assert torch.equal(newly, after.revealed & before.live), "each frame reveals exactly what the last one hid"
+
+
+def test_an_idle_engine_returns_its_peak_memory_once(tiny_checkpoint, monkeypatch):
+    import services.api.engine as engine_module
+
+    released = []
+    monkeypatch.setattr(engine_module, "release_freed_memory", lambda: released.append(1))
+    entry = load_entry(str(tiny_checkpoint), "cpu", "tiny", "v1", "float32")
+
+    async def one_request_then_idle() -> None:
+        engine = Engine(Metrics(), max_active=4, max_queue=0)
+        engine.start()
+        try:
+            state = create_denoiser(entry.model, entry.tokenizer, "the", GenerationConfig(max_new_tokens=8, steps=2))
+            assert released == [], "nothing is trimmed before any work"
+            await asyncio.wait_for(engine.submit(state, entry, stream=False).final(), 30)
+            await asyncio.sleep(1.6)  # three idle waits of 0.5 s
+        finally:
+            engine.stop()
+
+    asyncio.run(one_request_then_idle())
+    assert released == [1], "trimmed once when the engine went idle, not on every idle wait"
