@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -90,3 +91,13 @@ def test_tampered_checkpoint_fails_without_traceback(tiny_checkpoint, tmp_path):
 def test_missing_checkpoint_is_named(capsys, tmp_path):
     code, _, err = _run(capsys, "generate", "hi", "--model", tmp_path / "nope")
     assert code == 2 and "nope: no such checkpoint directory" in err
+
+
+def test_a_bad_port_variable_is_one_line_for_serve_and_harmless_elsewhere():
+    env = {**os.environ, "UNMASK_PORT": "eighty"}
+    run = [sys.executable, "-m", "diffusion_core.cli"]
+    helped = subprocess.run([*run, "generate", "--help"], env=env, capture_output=True, text=True)
+    assert helped.returncode == 0 and "Traceback" not in helped.stderr
+    served = subprocess.run([*run, "serve"], env=env, capture_output=True, text=True)
+    assert served.returncode == 2 and "Traceback" not in served.stderr
+    assert served.stderr.startswith("unmask: error: UNMASK_PORT ") and served.stderr.count("\n") == 1

@@ -3,13 +3,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from diffusion_core import ConfigError, GenerationConfig, InputError, create_denoiser, denoise, generate
+from diffusion_core import ConfigError, GenerationConfig, InputError, create_denoiser, denoising, generate
 from diffusion_core.model import SpecialTokens
 from diffusion_core.schedules import masked_after
 
 
 def _frames(model, tokenizer, prompt, **kw):
-    return list(denoise(model, tokenizer, prompt, GenerationConfig(**kw)))
+    return list(denoising(model, tokenizer, prompt, GenerationConfig(**kw)))
 
 
 def test_prompt_tokens_never_change_and_no_mask_remains(tiny_model, tokenizer):
@@ -136,7 +136,8 @@ def test_generation_stops_at_the_first_committed_end_token(tiny_model, tokenizer
         step = state.request()
         state.advance(logits[: step.rows.numel()].clone().fill_(0).index_fill_(1, torch.tensor([special.end]), -5.0))
     assert state.finish_reasons() == ["eos"]
-    assert len(state.output_ids()[0]) == 3
+    assert len(state.output_ids()[0]) == 3 and special.mask not in state.output_ids()[0], "the slots before it filled"
+    assert state.nfe > 1, "a row that wrote its end token goes on filling the slots before it"
 
 
 @pytest.mark.parametrize(

@@ -134,3 +134,14 @@ def test_job_listing_pages_newest_first(store):
     assert [j["id"] for j in page] == [ids[4], ids[3]] and more
     page, more = jobs.listing(store.redis, ids[3], 10)
     assert [j["id"] for j in page] == [ids[2], ids[1], ids[0]] and not more
+
+
+def test_an_upload_while_redis_is_down_leaves_no_file_behind(tmp_path):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from services.stack.redis_server import free_port
+
+    down = Store(tmp_path / "state", Redis(port=free_port(), socket_connect_timeout=0.5))
+    with pytest.raises(RedisConnectionError):
+        down.add_file(b"some training text.\n\nmore of it.\n", "corpus.txt", "fine-tune")
+    assert list(down.files_dir.iterdir()) == [], "a file no record names could never be listed or deleted"

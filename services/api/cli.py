@@ -2,7 +2,6 @@
 
 import argparse
 import logging
-import os
 import socket
 
 from diffusion_core.errors import ConfigError
@@ -10,8 +9,8 @@ from diffusion_core.errors import ConfigError
 
 def register(sub: argparse._SubParsersAction) -> dict:
     p = sub.add_parser("serve", help="serve the HTTP / WebSocket API (settings: UNMASK_* variables)")
-    p.add_argument("--host", default=os.environ.get("UNMASK_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("UNMASK_PORT", "8000")))
+    p.add_argument("--host", default=None, help="where to listen (overrides UNMASK_HOST; default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="the port (overrides UNMASK_PORT; default 8000)")
     p.add_argument("--model", default=None, help="checkpoint directory or hub id (overrides UNMASK_MODEL)")
     p.add_argument("--dtype", default=None, help="auto | float32 | bfloat16 | float16 (overrides UNMASK_DTYPE)")
     return {"serve": serve}
@@ -43,13 +42,15 @@ def serve(args: argparse.Namespace) -> int:
     from .config import Settings
     from .main import create_app
 
-    overrides = {name: value for name in ("model", "dtype") if (value := getattr(args, name)) is not None}
+    flags = ("host", "port", "model", "dtype")
+    overrides = {name: value for name in flags if (value := getattr(args, name)) is not None}
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise settings_error(exc) from None
-    check_port(args.host, args.port)
-    print(f"unmask API on http://{args.host}:{args.port} (docs at /docs)", flush=True)
+    check_port(settings.host, settings.port)
+    print(f"unmask API on http://{settings.host}:{settings.port} (docs at /docs)", flush=True)
     logging.getLogger("uvicorn.access").addFilter(_QuietProbes())
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, ws="websockets-sansio", log_level="info")
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, ws="websockets-sansio", log_level="info")
     return 0

@@ -12,6 +12,8 @@ from services.settings import ApiKey
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="UNMASK_", frozen=True, populate_by_name=True)
 
+    host: str = Field("127.0.0.1", description="where `unmask serve` listens")
+    port: int = Field(8000, ge=1, le=65535, description="the port `unmask serve` listens on")
     model: str | None = Field(None, description="checkpoint directory or hub id; default: the bundled starter")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

@@ -10,7 +10,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
@@ -106,6 +107,7 @@ class Engine:
         self._cond = threading.Condition()
         self._stop = False
         self._peak = False  # memory may be held since the engine last went idle
+        self.outside = 0  # requests admitted through slot(), running outside the batch
         self._thread = threading.Thread(target=self._loop, name="unmask-engine", daemon=True)
 
     def start(self) -> None:
@@ -119,7 +121,21 @@ class Engine:
 
     @property
     def load(self) -> int:
-        return len(self.waiting) + len(self.active)
+        return len(self.waiting) + len(self.active) + self.outside
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """A place for work that runs beside the batch (the autoregressive twin): it counts toward the
+        capacity, so the same limit and the same 429 apply to it."""
+        with self._cond:
+            if self.load >= self.capacity:
+                raise Overloaded()
+            self.outside += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.outside -= 1
 
     def submit(self, state: Denoiser, entry: ModelEntry, stream: bool) -> Ticket:
         ticket = Ticket(state, entry, asyncio.get_running_loop(), stream, self.metrics)

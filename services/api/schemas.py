@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from diffusion_core.animation import MAX_FRAMES
+from diffusion_core.collator import DEFAULT_LEVELS
 from diffusion_core.config import MIN_TEMPERATURE
 from diffusion_core.remasking import REMASKING
 from diffusion_core.sampling import SAMPLERS
@@ -126,8 +127,11 @@ class Hyperparameters(BaseModel):
     batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=512)] = Field("auto", description="auto: 16")
     learning_rate: Literal["auto"] | Annotated[float, Field(gt=0, le=0.01)] = Field("auto", description="auto: 1e-4")
     warmup_steps: int = Field(10, ge=0, le=100_000)
-    levels: list[Annotated[float, Field(gt=0, le=1)]] | None = Field(
-        None, min_length=1, max_length=64, description="masking rates trained on; none: 1.0, 0.9 ... 0.1"
+    levels: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: list(DEFAULT_LEVELS),
+        min_length=1,
+        max_length=64,
+        description="masking rates trained on, one per batch",
     )
     prefix_max: int = Field(16, ge=0, le=1024, description="leading tokens per example kept unmasked (0 ... P)")
     max_length: Literal["auto"] | Annotated[int, Field(ge=16, le=2048)] = Field(

@@ -116,6 +116,7 @@ def fine_tune(job_id: str) -> dict[str, Any]:
 def _train(
     record: dict[str, Any], store: Store, settings: WorkerSettings, staging: Path, rq_job: Any, watch: _Watch
 ) -> Path:
+    from diffusion_core.collator import DEFAULT_LEVELS
     from diffusion_core.runtime import keep_freed_memory, quiet_transformers
     from diffusion_core.training import Progress, TrainConfig, train
 
@@ -137,7 +138,7 @@ def _train(
         warmup_steps=hp["warmup_steps"],
         max_steps=hp["max_steps"] or 0,
         epochs=hp["n_epochs"],
-        levels=tuple(hp["levels"]) if hp["levels"] else None,
+        levels=tuple(hp["levels"] or DEFAULT_LEVELS),  # records from before levels were resolved at creation
         prefix_max=hp["prefix_max"],
         seed=record["seed"],
         device=settings.device,

@@ -1,12 +1,10 @@
 """unmask's core: masked-LM diffusion training, generation, checkpoints and evaluation.
 
-Names load on first use, so light modules (store, jobs, errors) import without torch: the RQ
-worker's parent process forks a fresh work horse per job and must not touch torch itself.
+Names load on first use (PEP 562), so light modules (store, jobs, errors) import without torch:
+the RQ worker's parent process forks a fresh work horse per job and must not touch torch itself.
 """
 
-import sys
 from importlib import import_module
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 _HOMES = {
@@ -20,7 +18,7 @@ _HOMES = {
     "StepInputs": "denoise",
     "create_denoiser": "denoise",
     "decode": "denoise",
-    "denoise": "denoise",
+    "denoising": "denoise",
     "generate": "denoise",
     "run": "denoise",
     "CheckpointError": "errors",
@@ -46,28 +44,22 @@ __all__ = [
     "build_canvas",
     "create_denoiser",
     "decode",
-    "denoise",
+    "denoising",
     "generate",
     "run",
 ]
 
 
-class _Package(ModuleType):
-    """Resolves the exported names on use; `denoise` stays the function even once the module loads."""
-
-    def __getattribute__(self, name: str) -> Any:
-        home = _HOMES.get(name)
-        if home is not None:
-            return getattr(import_module(f"{__name__}.{home}"), name)
-        return super().__getattribute__(name)
-
-
-sys.modules[__name__].__class__ = _Package
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{home}"), name)
 
 
 if TYPE_CHECKING:
     from . import animation, checkpoint, jobs, store  # noqa: F401  (submodules, for type checkers)
     from .canvas import MASK_PLACEHOLDER, Canvas, build_canvas
     from .config import GenerationConfig
-    from .denoise import Denoiser, Frame, Generation, StepInputs, create_denoiser, decode, denoise, generate, run
+    from .denoise import Denoiser, Frame, Generation, StepInputs, create_denoiser, decode, denoising, generate, run
     from .errors import CheckpointError, ConfigError, InputError, TokenizerError, UnmaskError

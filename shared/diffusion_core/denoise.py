@@ -237,9 +237,10 @@ class Denoiser:
         self.block_step += 1
         done = self.block_step >= len(self.plan)
         if self.watch:
-            # The one host read of such a step: masks left in the fullest row, and whether any row still writes.
+            # The one host read of such a step: masks left in this block's fullest row, and anywhere at all
+            # (a row that wrote its end token still fills the slots before it).
             most = self.masked[:, self.positions].sum(-1).max()
-            left, writing = torch.stack([most, (~self.ended).any().long()]).tolist()
+            left, writing = torch.stack([most, self.masked.any().long()]).tolist()
             if not writing:
                 self.block_index = len(self.blocks)
                 return
@@ -344,7 +345,7 @@ def run(model: PreTrainedModel, state: Denoiser, autocast: bool = False, every_s
             yield state.frame()
 
 
-def denoise(
+def denoising(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str, config: GenerationConfig
 ) -> Iterator[Frame]:
     """Yield one Frame per forward pass until no mask is left."""

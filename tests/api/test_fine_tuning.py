@@ -70,6 +70,7 @@ def test_a_job_is_recorded_and_enqueued_with_explicit_ttls(ft_client, redis_url)
     job = response.json()
     assert job["object"] == "fine_tuning.job" and job["status"] == "queued" and job["training_file"] == file_id
     assert job["hyperparameters"]["max_steps"] == 5 and job["hyperparameters"]["batch_size"] == 16
+    assert job["hyperparameters"]["levels"] == [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1], "what it trains on"
     assert ft_client.get(f"/v1/fine_tuning/jobs/{job['id']}").json() == job
     assert [j["id"] for j in ft_client.get("/v1/fine_tuning/jobs").json()["data"]] == [job["id"]]
     rq_job = Job.fetch(job["id"], connection=Redis.from_url(redis_url), serializer=jobs.SERIALIZER)

@@ -162,3 +162,20 @@ def test_the_autoregressive_stream_says_when_there_is_no_twin_and_names_bad_fiel
                 messages.append(m)
         assert [f["step"] for f in messages] == list(range(len(messages))) and 1 < len(messages) <= 6
         assert m["type"] == "done" and m["results"][0]["details"]["nfe"] == messages[-1]["step"]
+
+
+def test_the_autoregressive_stream_shares_the_engines_capacity(server, tiny_twin):
+    with server(ar_model=str(tiny_twin), max_concurrent_requests=1, max_queue=0) as (base, app):
+        with connect(_ws(base)) as busy:
+            busy.send(json.dumps({"inputs": "the", "parameters": LONG}))
+            json.loads(busy.recv(timeout=30))  # running: diffusion holds the only place
+            with connect(_ws(base).replace("/ws/generate", "/ws/generate_ar")) as twin:
+                twin.send(json.dumps({"inputs": "the", "parameters": {"max_new_tokens": 4}}))
+                refused = json.loads(twin.recv(timeout=30))
+        assert refused["type"] == "error" and refused["error"]["type"] == "overloaded"
+        deadline = time.monotonic() + 10
+        while app.state.engine.load and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with connect(_ws(base).replace("/ws/generate", "/ws/generate_ar")) as twin:
+            twin.send(json.dumps({"inputs": "the", "parameters": {"max_new_tokens": 4}}))
+            assert json.loads(twin.recv(timeout=30))["type"] == "frame", "once the place is free, it runs"

@@ -13,7 +13,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from diffusion_core import animation
 
-from ..deps import MetricsDep, RegistryDep, SettingsDep
+from ..deps import EngineDep, MetricsDep, RegistryDep, SettingsDep
+from ..engine import Overloaded
 from ..errors import ApiError
 from ..generation import check_limits
 from ..registry import Twin
@@ -26,7 +27,7 @@ _END = object()
 
 @router.websocket("/ws/generate_ar")
 async def ws_generate_ar(
-    websocket: WebSocket, settings: SettingsDep, registry: RegistryDep, metrics: MetricsDep
+    websocket: WebSocket, settings: SettingsDep, registry: RegistryDep, engine: EngineDep, metrics: MetricsDep
 ) -> None:
     """Same request as /ws/generate (max_new_tokens, temperature, top_p, seed are used); a frame per token."""
     if not await accept(websocket, settings):
@@ -43,7 +44,11 @@ async def ws_generate_ar(
         return
     except WebSocketDisconnect:
         return
-    await _stream(websocket, twin, body, metrics)
+    try:
+        with engine.slot():
+            await _stream(websocket, twin, body, metrics)
+    except Overloaded:
+        await close_with_error(websocket, ApiError(429, "the server is at capacity; retry shortly"), metrics)
 
 
 async def _stream(websocket: WebSocket, twin: Twin, body: GenerateRequest, metrics: MetricsDep) -> None:

@@ -71,13 +71,9 @@ async def generate_stream(
 
     async def events() -> AsyncIterator[str]:
         try:
-            if ticket.opening is not None:
-                yield sse(ticket.opening)
-            async for frame in ticket.frames():
-                yield sse(frame_message(ticket, frame))
-            done = [r.model_dump(exclude_none=True) for r in results(ticket, body.parameters, started)]
+            async for message in messages(ticket, body, started):
+                yield sse(message)
             metrics.latency.labels("/generate_stream").observe(time.perf_counter() - started)
-            yield sse({"type": "done", "results": done})
         except Exception:
             yield sse(
                 {"type": "error", "error": {"message": "internal error", "type": "internal_error", "param": None}}
@@ -106,13 +102,9 @@ async def ws_generate(
     except WebSocketDisconnect:
         return
     try:
-        if ticket.opening is not None:
-            await websocket.send_json(ticket.opening)
-        async for frame in ticket.frames():
-            await websocket.send_json(frame_message(ticket, frame))
-        done = [r.model_dump(exclude_none=True) for r in results(ticket, body.parameters, started)]
+        async for message in messages(ticket, body, started):
+            await websocket.send_json(message)
         metrics.latency.labels("/ws/generate").observe(time.perf_counter() - started)
-        await websocket.send_json({"type": "done", "results": done})
         await websocket.close()
     except (WebSocketDisconnect, RuntimeError):
         pass
@@ -120,6 +112,16 @@ async def ws_generate(
         await close_with_error(websocket, ApiError(500, "internal error"), metrics, code=1011)
     finally:
         ticket.cancel()
+
+
+async def messages(ticket: Ticket, body: GenerateRequest, started: float) -> AsyncIterator[dict[str, Any]]:
+    """What both streams send: the step-0 canvas, a `frame` per step, then `done` with the results."""
+    if ticket.opening is not None:
+        yield ticket.opening
+    async for frame in ticket.frames():
+        yield frame_message(ticket, frame)
+    done = [r.model_dump(exclude_none=True) for r in results(ticket, body.parameters, started)]
+    yield {"type": "done", "results": done}
 
 
 async def accept(websocket: WebSocket, settings: SettingsDep) -> bool:
