@@ -9,7 +9,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 DOC = Path(__file__).parents[1] / "docs" / "results.md"
-ORDER = ("gpu", "speed", "threshold", "training", "sampler", "serve")
+ORDER = ("gpu", "speed", "threshold", "training", "sampler", "serve", "fuzz")
 GPU_PENDING = [
     "## Diffusion vs the twin on a GPU",
     "",
