@@ -1,6 +1,7 @@
 """What every service's settings share: the API key rule and the one-line message for a bad variable."""
 
 from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AfterValidator, ValidationError
 
@@ -21,6 +22,16 @@ def _check_key(key: str | None) -> str | None:
 
 
 ApiKey = Annotated[str | None, AfterValidator(_check_key)]
+
+
+def shown_url(url: str) -> str:
+    """A Redis URL fit for a log or an error message: any password replaced."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def settings_error(exc: ValidationError) -> ConfigError:

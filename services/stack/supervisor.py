@@ -23,6 +23,7 @@ from typing import IO
 import httpx
 
 from diffusion_core.errors import ConfigError
+from services.settings import shown_url
 
 from .config import StackSettings
 from .redis_server import RedisServer
@@ -161,7 +162,7 @@ def up(settings: StackSettings) -> int:
         try:
             redis_url = settings.redis_url or redis.start()  # type: ignore[union-attr]
             if redis is not None:
-                _print("redis", f"private redis-server on {redis_url} (data in {state / 'redis'})\n")
+                _print("redis", f"private redis-server on {shown_url(redis_url)} (data in {state / 'redis'})\n")
             env = {
                 **os.environ,
                 "REDIS_URL": redis_url,

@@ -16,7 +16,7 @@ def worker(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from services.settings import settings_error
+    from services.settings import settings_error, shown_url
 
     from .config import WorkerSettings
     from .worker import run
@@ -29,5 +29,5 @@ def worker(args: argparse.Namespace) -> int:
     try:
         run(settings, burst=args.burst)
     except RedisConnectionError as exc:
-        raise ConfigError(f"cannot reach Redis at {settings.redis_url}: {exc}", "REDIS_URL") from None
+        raise ConfigError(f"cannot reach Redis at {shown_url(settings.redis_url)}: {exc}", "REDIS_URL") from None
     return 0

@@ -126,6 +126,7 @@ def test_up_brings_back_a_killed_worker_and_redis_while_generation_goes_on(tmp_p
         log = procs.log("up")
         assert "worker   | exited with status -9; starting it again" in log
         assert "redis    | exited with status -9; starting it again" in log
+        assert password.read_text().strip() not in log, "the Redis password never reaches a log"
         final = wait_for(
             lambda: (j := httpx.get(f"{base}/v1/fine_tuning/jobs/{job['id']}").json())["status"] == "failed" and j,
             timeout=60,
