@@ -24,11 +24,11 @@ from diffusion_core.model import masked_logits
 from diffusion_core.runtime import release_freed_memory
 from diffusion_core.timing import lap
 
+from .defaults import STREAM_BUFFER
 from .metrics import Metrics
 from .registry import ModelEntry
 
 log = logging.getLogger("unmask.engine")
-STREAM_BUFFER = 32  # frames held for a slow reader before older intermediate ones are dropped
 
 
 class Overloaded(Exception):
@@ -99,7 +99,7 @@ class Engine:
     ):
         self.metrics = metrics
         self.max_active = max_active if batching else 1
-        self.capacity = max_active + max_queue
+        self.capacity = self.max_active + max_queue  # with batching off: one running, max_queue waiting
         self.autocast = autocast
         self.waiting: deque[Ticket] = deque()
         self.active: list[Ticket] = []

@@ -14,12 +14,10 @@ from diffusion_core.errors import InputError
 from diffusion_core.store import Store
 
 from .config import Settings
+from .defaults import FAILURE_TTL_S, RESULT_TTL_S
 from .errors import ApiError
 from .registry import ModelRegistry
 from .schemas import FineTuneRequest
-
-RESULT_TTL_S = 7 * 24 * 3600  # RQ keeps a finished job's result this long (the job record stays)
-FAILURE_TTL_S = 30 * 24 * 3600
 
 
 def _base(body: FineTuneRequest, registry: ModelRegistry, store: Store) -> dict[str, Any]:
@@ -116,6 +114,7 @@ def _enqueue(redis: Redis, record: dict[str, Any], settings: Settings) -> None:
 
 def resume(redis: Redis, job_id: str, settings: Settings) -> dict[str, Any]:
     """Queue a job its worker abandoned again; it continues from its last snapshot."""
+    jobs.reap(redis)  # a write: settle a job whose worker just died before deciding
     record = fetch(redis, job_id)
     if record["status"] != "failed" or (record["error"] or {}).get("code") != "abandoned":
         raise ApiError(409, "only a job abandoned by its worker can be resumed", "fine_tuning_job_id")
@@ -128,7 +127,6 @@ def resume(redis: Redis, job_id: str, settings: Settings) -> dict[str, Any]:
 
 
 def fetch(redis: Redis, job_id: str) -> dict[str, Any]:
-    jobs.reap(redis)
     record = jobs.get(redis, job_id)
     if record is None:
         raise ApiError(404, f"no fine-tuning job {job_id!r}", "fine_tuning_job_id")

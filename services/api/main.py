@@ -10,14 +10,17 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from redis import Redis
+from redis.exceptions import RedisError
 from starlette.routing import Match, Mount
 from starlette.types import Scope
 
+from diffusion_core import jobs
 from diffusion_core.runtime import keep_freed_memory, quiet_transformers
 from diffusion_core.store import Store
 
 from . import errors
 from .config import Settings
+from .defaults import REAP_EVERY_S
 from .deps import needs_key
 from .engine import Engine
 from .metrics import Metrics
@@ -58,12 +61,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis, app.state.store, app.state.reloader = redis, store, reloader
         engine.start()
         loading = asyncio.create_task(asyncio.to_thread(_load, registry))
+        reaping = asyncio.create_task(_reap_forever(redis)) if redis is not None else None
         if reloader is not None:
             reloader.start()
         try:
             yield
         finally:
             loading.cancel()
+            if reaping is not None:
+                reaping.cancel()
             if reloader is not None:
                 reloader.stop()
             engine.stop()
@@ -98,6 +104,20 @@ class _Viewer(Mount):
         if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
             return Match.NONE, {}
         return super().matches(scope)
+
+
+async def _reap_forever(redis: Redis) -> None:
+    """Fail running jobs whose worker stopped beating, on a timer (reads never write).
+
+    RQ notices a dead worker only when another worker cleans its registries, which may be never on
+    a one-worker machine; the trainer's own heartbeat key lets any API replica tell within seconds."""
+    while True:
+        await asyncio.sleep(REAP_EVERY_S)
+        try:
+            for job_id in await asyncio.to_thread(jobs.reap, redis):
+                log.warning("fine-tune job %s was abandoned by its worker; marked failed", job_id)
+        except RedisError:
+            pass  # an outage is logged once by the reloader
 
 
 def _load(registry: ModelRegistry) -> None:

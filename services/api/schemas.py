@@ -186,16 +186,22 @@ class SampleFrame(BaseModel):
 class FrameTiming(BaseModel):
     model_config = ConfigDict(strict=True)
 
-    elapsed_ms: float = Field(ge=0)
-    forward_ms: float = Field(0, ge=0)
-    step_ms: float = Field(0, ge=0)
+    elapsed_ms: float = Field(ge=0, description="since the first step started")
+    forward_ms: float = Field(0, ge=0, description="this step's forward pass")
+    step_ms: float = Field(0, ge=0, description="this whole step, forward included")
 
 
 class FrameMessage(BaseModel):
+    """One `frame` message of the streams: the wire format, declared once (the streams send it, /render reads it)."""
+
     model_config = ConfigDict(strict=True)
 
-    step: int = Field(ge=0)
-    steps: int | None = Field(None, ge=1)
+    type: Literal["frame"] = "frame"
+    step: int = Field(ge=0, description="forward passes so far; 0 is the canvas before the first")
+    steps: int | None = Field(None, ge=1, description="passes asked for; null for the autoregressive twin")
+    block: int = Field(0, ge=0, description="semi-autoregressive block being filled")
+    done: bool = Field(False, description="no mask is left")
+    prompt_length: int = Field(0, ge=0, description="positions before the first masked one, start token included")
     samples: list[SampleFrame] = Field(min_length=1, max_length=64)
     timing: FrameTiming
 

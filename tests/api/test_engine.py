@@ -97,3 +97,23 @@ def test_an_idle_engine_returns_its_peak_memory_once(tiny_checkpoint, monkeypatc
 
     asyncio.run(one_request_then_idle())
     assert released == [1], "trimmed once when the engine went idle, not on every idle wait"
+
+
+def test_with_batching_off_the_queue_holds_max_queue_requests(tiny_checkpoint):
+    from services.api.engine import Overloaded
+
+    entry = load_entry(str(tiny_checkpoint), "cpu", "tiny", "v1", "float32")
+
+    async def fill() -> int:
+        engine = Engine(Metrics(), max_active=16, max_queue=2, batching=False)  # not started: nothing leaves
+        accepted = 0
+        try:
+            for _ in range(10):
+                state = create_denoiser(entry.model, entry.tokenizer, "the", GenerationConfig(max_new_tokens=4))
+                engine.submit(state, entry, stream=False)
+                accepted += 1
+        except Overloaded:
+            pass
+        return accepted
+
+    assert asyncio.run(fill()) == 3, "one running and max_queue waiting, then 429"

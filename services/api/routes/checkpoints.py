@@ -10,12 +10,12 @@ from diffusion_core.errors import CheckpointError
 from diffusion_core.manifest import MANIFEST, sha256, verify
 from diffusion_core.store import BASE, Store
 
+from ..defaults import SWAP_WAIT_S
 from ..deps import ApiKeyDep, RegistryDep, StoreDep
 from ..errors import ApiError, public_reload_error
 from ..registry import ModelRegistry
 
 router = APIRouter(prefix="/v1/checkpoints", tags=["fine-tuning"])
-SWAP_WAIT_S = 60.0
 
 
 def listing(registry: ModelRegistry, store: Store) -> dict[str, Any]:

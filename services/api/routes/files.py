@@ -7,11 +7,11 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from diffusion_core.errors import InputError
 
+from ..defaults import UPLOAD_CHUNK
 from ..deps import ApiKeyDep, SettingsDep, StoreDep
 from ..errors import ApiError
 
 router = APIRouter(prefix="/v1/files", tags=["fine-tuning"])
-CHUNK = 1 << 20
 
 
 @router.post("", dependencies=[ApiKeyDep])
@@ -25,7 +25,7 @@ async def upload(
     if purpose != "fine-tune":
         raise ApiError(422, f"purpose {purpose!r} is not supported; use 'fine-tune'", "purpose")
     content = bytearray()
-    while chunk := await file.read(CHUNK):
+    while chunk := await file.read(UPLOAD_CHUNK):
         content += chunk
         if len(content) > settings.max_upload_bytes:
             raise ApiError(413, f"file is larger than {settings.max_upload_bytes} bytes", "file")

@@ -12,12 +12,12 @@ from redis.exceptions import RedisError
 from diffusion_core import jobs
 
 from .. import fine_tune
+from ..defaults import JOB_STREAM_POLL_S
 from ..deps import ApiKeyDep, RedisDep, RegistryDep, SettingsDep, StoreDep
 from ..errors import ApiError
 from ..schemas import FineTuneRequest
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
-STREAM_POLL_S = 0.5
 
 
 @router.post("", dependencies=[ApiKeyDep])
@@ -31,7 +31,6 @@ async def create_job(
 async def list_jobs(
     redis: RedisDep, after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20
 ) -> dict[str, Any]:
-    jobs.reap(redis)
     page, more = jobs.listing(redis, after, limit)
     return {"object": "list", "data": [fine_tune.public(j) for j in page], "has_more": more}
 
@@ -91,6 +90,6 @@ async def stream_job(job_id: str, request: Request, redis: RedisDep) -> Streamin
                 yield f"event: job\ndata: {json.dumps(job)}\n\n"
             if job["status"] in jobs.TERMINAL:
                 return
-            await asyncio.sleep(STREAM_POLL_S)
+            await asyncio.sleep(JOB_STREAM_POLL_S)
 
     return StreamingResponse(updates(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

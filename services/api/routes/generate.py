@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
+from ..defaults import DISCONNECT_POLL_S
 from ..deps import EngineDep, MetricsDep, RegistryDep, SettingsDep
 from ..engine import Ticket
 from ..errors import ApiError
@@ -18,7 +19,6 @@ from ..generation import frame_message, resolve, results, submit
 from ..schemas import GenerateRequest, GenerateResponse
 
 router = APIRouter(tags=["generate"])
-DISCONNECT_POLL_S = 0.05
 
 
 async def wait_final(ticket: Ticket, request: Request) -> None:

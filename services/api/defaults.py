@@ -1,0 +1,10 @@
+"""The API's timing and buffer constants, in one place (settings a user may change live in config.py)."""
+
+STREAM_BUFFER = 32  # frames held for a slow reader before older intermediate ones are dropped
+DISCONNECT_POLL_S = 0.05  # how often a waiting /generate checks that its client is still there
+RESULT_TTL_S = 7 * 24 * 3600  # RQ keeps a finished job's result this long (the job record stays)
+FAILURE_TTL_S = 30 * 24 * 3600  # and a failed job's traceback this long
+SWAP_WAIT_S = 60.0  # activation waits this long for this process to serve the new version
+JOB_STREAM_POLL_S = 0.5  # a fine-tune job's SSE stream looks for new events this often
+REAP_EVERY_S = 2.0  # running jobs whose worker stopped beating are failed as abandoned this often
+UPLOAD_CHUNK = 1 << 20  # bytes read at a time from an uploaded training file
