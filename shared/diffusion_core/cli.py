@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="1.0,0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1",
         help="comma-separated masking rates, or 'continuous' for t ~ U(eps, 1)",
     )
-    t.add_argument("--prefix-max", type=int, default=0, help="longest unmasked prefix drawn per example")
+    t.add_argument("--prefix-max", type=int, default=16, help="longest unmasked prefix drawn per example (as the API)")
     t.add_argument("--eval-every", type=int, default=200)
     t.add_argument("--save-every", type=int, default=500)
     t.add_argument("--seed", type=int, default=0)

@@ -38,6 +38,9 @@ async def info(settings: SettingsDep, registry: RegistryDep, engine: EngineDep) 
             "max_concurrent_requests",
             "max_queue",
             "max_payload_bytes",
+            "max_upload_bytes",
+            "job_timeout_s",
+            "ws_request_timeout_s",
         }
     )
     model = None
