@@ -167,3 +167,9 @@ def test_models_say_when_the_list_is_partial(make_client):
         wait_ready(client)
         body = client.get("/v1/models").json()
         assert body["partial"] is True and body["data"][0]["id"]
+
+
+def test_info_lists_every_limit_the_server_enforces(client):
+    limits = client.get("/info").json()["limits"]
+    for name in ("max_payload_bytes", "max_upload_bytes", "job_timeout_s", "ws_request_timeout_s", "max_queue"):
+        assert name in limits, name
