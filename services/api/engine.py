@@ -13,16 +13,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from diffusion_core import Denoiser, Frame
-from diffusion_core.model import masked_logits
+from diffusion_core import Denoiser, Frame, StepInputs
+from diffusion_core.denoise import forward, inference
 from diffusion_core.runtime import release_freed_memory
-from diffusion_core.timing import lap
 
 from .defaults import STREAM_BUFFER
 from .metrics import Metrics
@@ -188,18 +185,10 @@ class Engine:
         """One shared forward pass over every row of the batch, then each request's own step on the device."""
         entry = batch[0].entry
         inputs = [t.state.request() for t in batch]
-        width = max(i.input_ids.shape[1] for i in inputs)
-        pad = batch[0].state.special.pad
-        ids = torch.cat([F.pad(i.input_ids, (0, width - i.input_ids.shape[1]), value=pad) for i in inputs])
-        attention = torch.cat([F.pad(i.attention_mask, (0, width - i.attention_mask.shape[1])) for i in inputs])
-        offsets = [0, *accumulate(i.input_ids.shape[0] for i in inputs)]  # first row of each request
-        rows = torch.cat([i.rows + offsets[n] for n, i in enumerate(inputs)])
-        cols = torch.cat([i.cols for i in inputs])
-        d = entry.device
-        with torch.inference_mode(), torch.autocast(d.type, dtype=torch.bfloat16, enabled=self.autocast):
-            with lap(d) as timer:
-                logits = masked_logits(entry.model, ids, attention, rows, cols)
-            self._count(batch, ids.shape[0])
+        joined = StepInputs.join(inputs, pad=batch[0].state.special.pad)
+        with inference(entry.device, self.autocast):
+            logits, timer = forward(entry.model, joined)
+            self._count(batch, joined.input_ids.shape[0])
             finished = []
             for ticket, part in zip(batch, logits.split([i.rows.numel() for i in inputs])):
                 state = ticket.state

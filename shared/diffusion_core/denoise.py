@@ -13,9 +13,12 @@ on the text (threshold remasking, end tokens). A Frame is copied off the device 
 import secrets
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
+import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .canvas import Canvas, build_canvas
@@ -57,6 +60,16 @@ class StepInputs:
     attention_mask: torch.Tensor
     rows: torch.Tensor  # (M,) row of each position to predict
     cols: torch.Tensor  # (M,) column in the window (not the canvas)
+
+    @staticmethod
+    def join(parts: "list[StepInputs]", pad: int) -> "StepInputs":
+        """Several requests' inputs as one batch: rows stacked, windows right-padded to the widest."""
+        width = max(p.input_ids.shape[1] for p in parts)
+        ids = torch.cat([F.pad(p.input_ids, (0, width - p.input_ids.shape[1]), value=pad) for p in parts])
+        attention = torch.cat([F.pad(p.attention_mask, (0, width - p.attention_mask.shape[1])) for p in parts])
+        firsts = [0, *accumulate(p.input_ids.shape[0] for p in parts)]  # first row of each request
+        rows = torch.cat([p.rows + first for p, first in zip(parts, firsts)])
+        return StepInputs(ids, attention, rows, torch.cat([p.cols for p in parts]))
 
 
 @dataclass(frozen=True)
@@ -331,16 +344,26 @@ def create_denoiser(
     return Denoiser(canvas, config, special, window, banned, device=next(model.parameters()).device)
 
 
+@contextmanager
+def inference(device: torch.device, autocast: bool = False) -> Iterator[None]:
+    """How forward passes and steps run: no autograd, and bf16 autocast when asked."""
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        yield
+
+
+def forward(model: PreTrainedModel, step: StepInputs) -> tuple[torch.Tensor, Lap]:
+    """One forward pass: logits (M, V) at the requested positions, and its timing on the device."""
+    with lap(step.input_ids.device) as timer:
+        logits = masked_logits(model, step.input_ids, step.attention_mask, step.rows, step.cols)
+    return logits, timer
+
+
 def run(model: PreTrainedModel, state: Denoiser, autocast: bool = False, every_step: bool = True) -> Iterator[Frame]:
     """Drive one Denoiser with its own forward passes, yielding a Frame per step (or only the last one:
     every_step=False copies nothing off the device until the end)."""
-    device = state.device
     while not state.finished:
-        step = state.request()
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            with lap(device) as timer:
-                logits = masked_logits(model, step.input_ids, step.attention_mask, step.rows, step.cols)
-            state.advance(logits, timer)
+        with inference(state.device, autocast):
+            state.advance(*forward(model, state.request()))
         if every_step or state.finished:
             yield state.frame()
 
