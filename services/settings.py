@@ -1,9 +1,12 @@
-"""What every service's settings share: the API key rule and the one-line message for a bad variable."""
+"""What every service's settings share: the common fields, the API key rule, the one-line message for a
+bad variable."""
 
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AfterValidator, ValidationError
+from pydantic import AfterValidator, AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from diffusion_core.errors import ConfigError
 
@@ -22,6 +25,23 @@ def _check_key(key: str | None) -> str | None:
 
 
 ApiKey = Annotated[str | None, AfterValidator(_check_key)]
+
+
+class ServiceSettings(BaseSettings):
+    """UNMASK_* variables (and REDIS_URL) that the API, the worker and `unmask up` all read, once, at start.
+
+    An empty variable counts as unset: compose passes unset variables as empty strings."""
+
+    model_config = SettingsConfigDict(env_prefix="UNMASK_", frozen=True, populate_by_name=True, env_ignore_empty=True)
+
+    state_dir: Path = Field(Path(".unmask"), description="the shared store: uploaded files and checkpoints")
+    model: str | None = Field(None, description="checkpoint directory or hub id; default: the bundled starter")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "UNMASK_REDIS_URL"),
+        description="the Redis for jobs, the current-version pointer and events",
+    )
 
 
 def shown_url(url: str) -> str:

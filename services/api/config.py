@@ -3,19 +3,17 @@
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
-from services.settings import ApiKey
+from services.settings import ApiKey, ServiceSettings
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="UNMASK_", frozen=True, populate_by_name=True)
+class Settings(ServiceSettings):
+    """The API's settings (`unmask serve`); the shared ones are in ServiceSettings."""
 
     host: str = Field("127.0.0.1", description="where `unmask serve` listens")
     port: int = Field(8000, ge=1, le=65535, description="the port `unmask serve` listens on")
-    model: str | None = Field(None, description="checkpoint directory or hub id; default: the bundled starter")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights of the served models: auto = bf16 on a CUDA GPU, float32 elsewhere"
     )
@@ -41,21 +39,10 @@ class Settings(BaseSettings):
         None, description="causal LM shown beside diffusion in the viewer; default: the starter's twin with the starter"
     )
     web_dir: Path | None = Field(None, description="the viewer's static files; default: web/ in the source tree")
-    redis_url: str | None = Field(
-        None,
-        validation_alias=AliasChoices("REDIS_URL", "UNMASK_REDIS_URL"),
-        description="Redis for fine-tune jobs and checkpoint hot reload; none: generation only",
-    )
-    state_dir: Path = Field(Path(".unmask"), description="shared store: uploaded files and checkpoints")
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest training file or inline job body")
     job_timeout_s: int = Field(24 * 3600, ge=60, description="a fine-tune job running longer is stopped and failed")
     reload_poll_s: float = Field(1.0, gt=0, description="how often the current-version pointer is checked")
     max_loaded_models: int = Field(2, ge=1, description="checkpoint versions held in memory (the current included)")
-
-    @field_validator("model", "ar_model", "redis_url", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if value == "" else value  # compose passes unset variables as empty strings
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
