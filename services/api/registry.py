@@ -126,19 +126,24 @@ class ModelRegistry:
         self._lock = threading.Lock()
 
     def load(self) -> None:
+        """The base model, then the twin, and only then ready: /ready means every model is in place."""
         try:
-            self.base = load_entry(self.source, self.device, self.base_name, self.base_version, self.dtype)
-            self.current = self.base
+            base = load_entry(self.source, self.device, self.base_name, self.base_version, self.dtype)
+            self._load_twin()
+            self.base = self.current = base
         except Exception as exc:  # reported through /ready and /info; the process stays up
             self.error = str(exc)
             raise
         finally:
             self.loaded.set()
-        if self.twin_source is not None:
-            try:
-                self.twin = load_twin(self.twin_source, self.device, self.dtype)
-            except Exception as exc:  # the comparison is optional: report it, serve on
-                self.twin_error = str(exc)
+
+    def _load_twin(self) -> None:
+        if self.twin_source is None:
+            return
+        try:
+            self.twin = load_twin(self.twin_source, self.device, self.dtype)
+        except Exception as exc:  # the comparison is optional: report it, serve on
+            self.twin_error = str(exc)
 
     def version(self, version: str) -> ModelEntry:
         """A published version, loaded and verified on first use (blocking)."""
