@@ -326,8 +326,17 @@ function showJob(job, source) {
   if (["succeeded", "failed", "cancelled"].includes(job.status)) {
     source.close();
     $("cancel-job").hidden = true;
-    loadCheckpoints();
-    loadInfo();
+    untilServing(job.status === "succeeded" ? job.version : null).then(loadInfo);
+  }
+}
+
+// The server swaps to a published version a moment after the job succeeds: look again until it does
+// (or it was refused, which the table then says), for up to half a minute.
+async function untilServing(version) {
+  for (let tries = 0; tries < 60; tries++) {
+    const list = await loadCheckpoints();
+    if (!version || !list || list.serving === version || (list.reload_error && list.reload_error.version === version)) return;
+    await new Promise((done) => setTimeout(done, 500));
   }
 }
 
@@ -357,6 +366,7 @@ async function loadCheckpoints() {
     }));
     $("reload-error").hidden = !list.reload_error;
     if (list.reload_error) $("reload-error").textContent = `Refused ${list.reload_error.version}: ${list.reload_error.message}`;
+    return list;
   } catch (err) {
     $("reload-error").hidden = false;
     $("reload-error").textContent = err.message;
