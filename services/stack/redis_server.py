@@ -33,6 +33,16 @@ def redis_binary() -> str:
     return found
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write text readable by this user only: created 0600 (never chmod-ed after), then renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    tmp.replace(path)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -76,10 +86,7 @@ class RedisServer:
         if not self.password:
             return []
         path = self.data_dir / "redis.conf"
-        path.unlink(missing_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"requirepass {self.password}\n")
+        write_private(path, f"requirepass {self.password}\n")
         return [str(path.resolve())]
 
     def exit_code(self) -> int | None:

@@ -26,7 +26,7 @@ from diffusion_core.errors import ConfigError
 from services.settings import shown_url
 
 from .config import StackSettings
-from .redis_server import RedisServer
+from .redis_server import RedisServer, write_private
 
 READY_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 6.0
@@ -114,12 +114,7 @@ def secret(path: Path, length: int = 16) -> str:
     if path.is_file() and len(path.read_text().strip()) >= length:
         return path.read_text().strip()
     value = secrets.token_urlsafe(24)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
-    tmp.replace(path)
+    write_private(path, value + "\n")
     return value
 
 
