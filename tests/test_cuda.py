@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diffusion_core import GenerationConfig, create_denoiser, generate
+from diffusion_core import GenerationConfig, StepOutputs, create_denoiser, generate
 from diffusion_core.draws import uniforms
 from diffusion_core.model import masked_logits
 
@@ -46,7 +46,7 @@ def test_a_step_whose_length_the_plan_knows_never_waits_for_the_host(gpu_model, 
             logits = masked_logits(gpu_model, step.input_ids, step.attention_mask, step.rows, step.cols)
             torch.cuda.set_sync_debug_mode("error")
             try:
-                state.advance(logits)
+                state.advance(StepOutputs(logits))
             finally:
                 torch.cuda.set_sync_debug_mode("default")
     assert not state.masked.any()

@@ -3,7 +3,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from diffusion_core import ConfigError, GenerationConfig, InputError, create_denoiser, denoising, generate
+from diffusion_core import (
+    ConfigError,
+    GenerationConfig,
+    InputError,
+    StepOutputs,
+    create_denoiser,
+    denoising,
+    generate,
+)
 from diffusion_core.model import SpecialTokens
 from diffusion_core.schedules import masked_after
 
@@ -127,14 +135,16 @@ def test_generation_stops_at_the_first_committed_end_token(tiny_model, tokenizer
     logits = torch.zeros(step.rows.numel(), vocab)
     logits[:, special.end] = -5.0
     logits[3, special.end] = 10.0  # one confident end token in the 4th generated slot
-    state.advance(logits)
+    state.advance(StepOutputs(logits))
     frame = state.frame()
     generated = frame.tokens[0, 2:]
     assert generated[3] == special.end and (generated[4:] == special.pad).all()
     assert int(frame.masked.sum()) == 3, "only the slots before the end token are left to fill"
     while not state.finished:
         step = state.request()
-        state.advance(logits[: step.rows.numel()].clone().fill_(0).index_fill_(1, torch.tensor([special.end]), -5.0))
+        state.advance(
+            StepOutputs(logits[: step.rows.numel()].clone().fill_(0).index_fill_(1, torch.tensor([special.end]), -5.0))
+        )
     assert state.finish_reasons() == ["eos"]
     assert len(state.output_ids()[0]) == 3 and special.mask not in state.output_ids()[0], "the slots before it filled"
     assert state.nfe > 1, "a row that wrote its end token goes on filling the slots before it"

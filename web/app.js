@@ -4,8 +4,8 @@
 
 const $ = (id) => document.getElementById(id);
 const wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
-const NUMBERS = ["max_new_tokens", "steps", "temperature", "top_k", "top_p", "threshold", "block_length"];
-const CHOICES = ["schedule", "sampling", "remasking"];
+const NUMBERS = ["max_new_tokens", "steps", "temperature", "top_k", "top_p", "threshold", "block_length", "cache_refresh"];
+const CHOICES = ["schedule", "sampling", "remasking", "cache"];
 
 const run = { diffusion: [], ar: [], timeline: [], index: 0, timer: null, sockets: [], lastRequest: null };
 let info = null;

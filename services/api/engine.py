@@ -187,12 +187,12 @@ class Engine:
         inputs = [t.state.request() for t in batch]
         joined = StepInputs.join(inputs, pad=batch[0].state.special.pad)
         with inference(entry.device, self.autocast):
-            logits, timer = forward(entry.model, joined)
+            outputs = forward(entry.model, joined).split(inputs)
             self._count(batch, joined.input_ids.shape[0])
             finished = []
-            for ticket, part in zip(batch, logits.split([i.rows.numel() for i in inputs])):
+            for ticket, part in zip(batch, outputs):
                 state = ticket.state
-                state.advance(part, timer)
+                state.advance(part)
                 if ticket.stream or state.finished:
                     ticket.deliver(state.frame())  # the one host copy of this request's step
                 if state.finished:

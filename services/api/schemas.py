@@ -6,13 +6,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from diffusion_core.animation import MAX_FRAMES
 from diffusion_core.collator import DEFAULT_LEVELS
-from diffusion_core.config import MIN_TEMPERATURE
+from diffusion_core.config import CACHE_MODES, MIN_TEMPERATURE
 from diffusion_core.remasking import REMASKING
 from diffusion_core.sampling import SAMPLERS
 from diffusion_core.schedules import SCHEDULES
 
 
-def _one_of(table: dict, what: str) -> AfterValidator:
+def _one_of(table: dict | tuple, what: str) -> AfterValidator:
     """A validator accepting only the names registered in table."""
 
     def check(value: str) -> str:
@@ -26,6 +26,9 @@ def _one_of(table: dict, what: str) -> AfterValidator:
 ScheduleName = Annotated[str, _one_of(SCHEDULES, "schedule")]
 SamplingName = Annotated[str, _one_of(SAMPLERS, "sampling rule")]
 RemaskingName = Annotated[str, _one_of(REMASKING, "remasking rule")]
+CacheMode = Annotated[str, _one_of(CACHE_MODES, "cache mode")]
+CACHE_HELP = "keep finished text's keys and values between passes: none | prefix | dual (BERT/RoBERTa layouts)"
+REFRESH_HELP = "with a cache: recompute everything at the first pass of every this many blocks"
 
 
 class GenerateParameters(BaseModel):
@@ -46,6 +49,8 @@ class GenerateParameters(BaseModel):
     threshold: float = Field(0.9, gt=0, le=1)
     block_length: int = Field(16, ge=0, le=100_000, description="semi-autoregressive block size; 0: one block")
     future_masks: bool = Field(True, description="passes see later blocks' masks; false: faster on long texts")
+    cache: CacheMode = Field("none", description=CACHE_HELP)
+    cache_refresh: int = Field(1, ge=1, le=100_000, description=REFRESH_HELP)
     seed: int | None = Field(None, ge=0, lt=2**31)
     num_samples: int = Field(1, ge=1)
     forbid_eos: bool = False
@@ -98,6 +103,8 @@ class CompletionRequest(BaseModel):
     remasking: RemaskingName = "low_confidence"
     block_length: int = Field(16, ge=0, le=100_000)
     future_masks: bool = True
+    cache: CacheMode = Field("none", description=CACHE_HELP)
+    cache_refresh: int = Field(1, ge=1, le=100_000, description=REFRESH_HELP)
 
     def parameters(self) -> GenerateParameters:
         greedy = self.temperature < MIN_TEMPERATURE
@@ -112,6 +119,8 @@ class CompletionRequest(BaseModel):
             remasking=self.remasking,
             block_length=self.block_length,
             future_masks=self.future_masks,
+            cache=self.cache,
+            cache_refresh=self.cache_refresh,
             seed=self.seed,
             num_samples=self.n,
         )

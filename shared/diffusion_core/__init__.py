@@ -16,6 +16,7 @@ _HOMES = {
     "Frame": "denoise",
     "Generation": "denoise",
     "StepInputs": "denoise",
+    "StepOutputs": "denoise",
     "create_denoiser": "denoise",
     "decode": "denoise",
     "denoising": "denoise",
@@ -39,6 +40,7 @@ __all__ = [
     "InputError",
     "MASK_PLACEHOLDER",
     "StepInputs",
+    "StepOutputs",
     "TokenizerError",
     "UnmaskError",
     "build_canvas",
@@ -61,5 +63,16 @@ if TYPE_CHECKING:
     from . import animation, checkpoint, jobs, store  # noqa: F401  (submodules, for type checkers)
     from .canvas import MASK_PLACEHOLDER, Canvas, build_canvas
     from .config import GenerationConfig
-    from .denoise import Denoiser, Frame, Generation, StepInputs, create_denoiser, decode, denoising, generate, run
+    from .denoise import (
+        Denoiser,
+        Frame,
+        Generation,
+        StepInputs,
+        StepOutputs,
+        create_denoiser,
+        decode,
+        denoising,
+        generate,
+        run,
+    )
     from .errors import CheckpointError, ConfigError, InputError, TokenizerError, UnmaskError

@@ -23,6 +23,7 @@ from .autoregressive import sample as ar_sample
 from .collator import DiffusionCollator
 from .config import GenerationConfig
 from .data import Blocks
+from .errors import ConfigError
 from .denoise import generate
 from .evaluation import distinct_n, elbo_nll, elbo_rates, masked_token_loss, repetition_rate, unigram_entropy
 from .model import SpecialTokens
@@ -33,20 +34,35 @@ PROMPT_TOKENS = 16
 
 
 def grid(new_tokens: int = NEW_TOKENS) -> dict[str, GenerationConfig]:
-    """The decoding settings `unmask eval` compares: steps, schedule, remasking, temperature and top-p."""
-    base = GenerationConfig(max_new_tokens=new_tokens, forbid_eos=True)
+    """The decoding settings `unmask eval` compares: steps, schedule, remasking, temperature, top-p and
+    the block cache. The default writes 4 tokens per step in blocks of 16 (16 steps for 64 tokens)."""
+    steps = max(1, new_tokens // 4)
+    base = GenerationConfig(max_new_tokens=new_tokens, steps=steps, forbid_eos=True)
     one_per_step = new_tokens
     return {
-        "16 steps (default)": base,
-        "32 steps": replace(base, steps=32),
+        f"{steps} steps (default)": base,
+        f"{2 * steps} steps": replace(base, steps=2 * steps),
         f"{one_per_step} steps (one token per step)": replace(base, steps=one_per_step),
-        "16 steps, linear": replace(base, schedule="linear"),
-        "16 steps, no future masks": replace(base, future_masks=False),
+        f"{steps} steps, linear": replace(base, schedule="linear"),
+        f"{steps} steps, no future masks": replace(base, future_masks=False),
         "threshold 0.9": replace(base, steps=one_per_step, remasking="threshold", threshold=0.9),
         "threshold 0.7": replace(base, steps=one_per_step, remasking="threshold", threshold=0.7),
-        "16 steps, top_p 0.8": replace(base, top_p=0.8),
-        "16 steps, temperature 0.8": replace(base, sampling="temperature", temperature=0.8),
+        f"{steps} steps, top_p 0.8": replace(base, top_p=0.8),
+        f"{steps} steps, temperature 0.8": replace(base, sampling="temperature", temperature=0.8),
+        f"{steps} steps, prefix cache": replace(base, cache="prefix"),
+        f"{steps} steps, dual cache": replace(base, cache="dual"),
+        f"{steps} steps, dual cache, refresh every 4 blocks": replace(base, cache="dual", cache_refresh=4),
     }
+
+
+def chosen(settings: dict[str, GenerationConfig], only: list[str] | None) -> dict[str, GenerationConfig]:
+    """The settings whose names contain one of `only` (all of them when it is empty)."""
+    if not only:
+        return settings
+    kept = {name: config for name, config in settings.items() if any(text in name for text in only)}
+    if not kept:
+        raise ConfigError(f"--only {' '.join(only)} matches none of: {'; '.join(settings)}", "only")
+    return kept
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ generated text (gen-PPL).
 import inspect
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,32 +49,56 @@ def causal_loss(model: PreTrainedModel, ids: torch.Tensor, attention: torch.Tens
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
+@dataclass(frozen=True)
+class TwinTraining:
+    """How the twin trains: each pass visits every block once in a fresh order, the learning rate
+    decays (cosine) over `max_passes`, and training stops once the held-out loss has not improved
+    for `patience` evaluations (an autoregressive model overfits a small corpus after a few passes);
+    the model ends at its best evaluation."""
+
+    max_passes: float = 6.0
+    batch_size: int = 16
+    learning_rate: float = 5e-4
+    warmup_steps: int = 100
+    evals_per_pass: int = 2
+    patience: int = 2
+    time_limit_s: float = math.inf
+    autocast: bool = False
+    seed: int = 0
+
+
 def train_twin(
     model: PreTrainedModel,
     blocks: Blocks,
-    time_limit_s: float,
-    batch_size: int = 16,
-    learning_rate: float = 5e-4,
-    warmup_steps: int = 100,
-    autocast: bool = False,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Train for a wall-clock budget with cosine decay over that budget; returns a summary."""
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
+    held_out: Blocks,
+    plan: TwinTraining,
+    on_best: Callable[[dict[str, float]], object] | None = None,
+) -> dict[str, Any]:
+    """Train until the held-out loss stops improving; returns a summary with the held-out curve.
+
+    `on_best(point)` runs after each new best evaluation (e.g. to save a snapshot)."""
+    generator = torch.Generator().manual_seed(plan.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
     device = next(model.parameters()).device
+    steps_per_pass = math.ceil(len(blocks) / plan.batch_size)
+    total = max(1, round(plan.max_passes * steps_per_pass))
+    eval_every = max(1, steps_per_pass // plan.evals_per_pass)
+    started, step, tokens, since_best = time.perf_counter(), 0, 0, 0
+    curve = [_point(model, held_out, 0, 0, steps_per_pass, started)]
+    best, best_state = curve[0], _copy_state(model)
+    batches: Iterator[torch.Tensor] = iter(())
+    bar = tqdm(desc="AR twin", unit="step", total=total)
     model.train()
-    started, step, tokens = time.perf_counter(), 0, 0
-    bar = tqdm(desc="AR twin", unit="step")
-    while (elapsed := time.perf_counter() - started) < time_limit_s:
-        index = torch.randint(len(blocks), (batch_size,), generator=generator)
+    while step < total and since_best < plan.patience and time.perf_counter() - started < plan.time_limit_s:
+        if step % steps_per_pass == 0:
+            batches = iter(torch.randperm(len(blocks), generator=generator).split(plan.batch_size))
+        index = next(batches)
         ids, attn = blocks.input_ids[index].to(device), blocks.attention_mask[index].to(device)
-        warm = min(1.0, (step + 1) / warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = (
-                learning_rate * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, elapsed / time_limit_s))))
-            )
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        progress = max(step / total, (time.perf_counter() - started) / plan.time_limit_s)
+        for group in optimizer.param_groups:  # linear warm-up, then cosine from 1.0 down to 0.1
+            warm = min(1.0, (step + 1) / plan.warmup_steps)
+            group["lr"] = plan.learning_rate * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=plan.autocast):
             loss = causal_loss(model, ids, attn)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -81,15 +107,53 @@ def train_twin(
         step += 1
         tokens += int(attn.sum())
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        if step % eval_every == 0 or step == total:
+            curve.append(_point(model, held_out, step, tokens, steps_per_pass, started))
+            model.train()
+            if curve[-1]["held_out_loss"] < best["held_out_loss"]:
+                best, best_state, since_best = curve[-1], _copy_state(model), 0
+                if on_best is not None:
+                    on_best(best)
+            else:
+                since_best += 1
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", held_out=f"{curve[-1]['held_out_loss']:.3f}")
     bar.close()
+    model.load_state_dict(best_state)
     model.eval()
-    return {"steps": step, "tokens_seen": tokens, "wall_time_s": round(time.perf_counter() - started, 1)}
+    stopped = "patience" if since_best >= plan.patience else "passes" if step >= total else "time"
+    return {
+        "steps": step,
+        "tokens_seen": tokens,
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "stopped_by": stopped,
+        "best": best,
+        "curve": curve,
+        **{k: v for k, v in asdict(plan).items() if k != "time_limit_s" or math.isfinite(v)},
+    }
+
+
+def _point(
+    model: PreTrainedModel, held_out: Blocks, step: int, tokens: int, steps_per_pass: int, started: float
+) -> dict[str, float]:
+    model.eval()
+    return {
+        "step": step,
+        "passes": round(step / steps_per_pass, 3),
+        "tokens": tokens,
+        "held_out_loss": round(held_out_loss(model, held_out, max_batches=None), 4),
+        "elapsed_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def _copy_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 @torch.inference_mode()
-def held_out_loss(model: PreTrainedModel, blocks: Blocks, batch_size: int = 16, max_batches: int = 8) -> float:
+def held_out_loss(model: PreTrainedModel, blocks: Blocks, batch_size: int = 16, max_batches: int | None = 8) -> float:
+    """Mean next-token loss over the first max_batches batches of blocks (None: all of them)."""
     device = next(model.parameters()).device
+    count = len(blocks) if max_batches is None else min(len(blocks), batch_size * max_batches)
     losses = [
         float(
             causal_loss(
@@ -98,7 +162,7 @@ def held_out_loss(model: PreTrainedModel, blocks: Blocks, batch_size: int = 16, 
                 blocks.attention_mask[i : i + batch_size].to(device),
             )
         )
-        for i in range(0, min(len(blocks), batch_size * max_batches), batch_size)
+        for i in range(0, count, batch_size)
     ]
     return sum(losses) / len(losses)
 

@@ -6,6 +6,7 @@ point group, so the core never imports them.
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
@@ -53,7 +54,7 @@ def _generation_args(p: argparse.ArgumentParser) -> None:
     from dataclasses import fields
     from types import SimpleNamespace
 
-    from .config import GenerationConfig
+    from .config import CACHE_MODES, GenerationConfig
 
     d = SimpleNamespace(**{f.name: f.default for f in fields(GenerationConfig)})  # no validation: no torch
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="masks appended after the prompt")
@@ -71,6 +72,18 @@ def _generation_args(p: argparse.ArgumentParser) -> None:
         dest="future_masks",
         action="store_false",
         help="each pass covers the text so far and the current block only (faster on long texts)",
+    )
+    p.add_argument(
+        "--cache",
+        default=d.cache,
+        choices=CACHE_MODES,
+        help="keep finished text's keys and values between passes (BERT/RoBERTa layouts)",
+    )
+    p.add_argument(
+        "--cache-refresh",
+        type=int,
+        default=d.cache_refresh,
+        help="with --cache: recompute everything at the first pass of every this many blocks",
     )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num-samples", type=int, default=d.num_samples)
@@ -92,6 +105,8 @@ def generation_config(args: argparse.Namespace):  # -> GenerationConfig
         threshold=args.threshold,
         block_length=args.block_length,
         future_masks=args.future_masks,
+        cache=args.cache,
+        cache_refresh=args.cache_refresh,
         seed=args.seed,
         num_samples=args.num_samples,
         forbid_eos=args.forbid_eos,
@@ -167,16 +182,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--prompts", type=int, default=20, help="held-out prompts, one sample each per setting")
     e.add_argument("--new-tokens", type=int, default=64, help="tokens each sample writes")
+    e.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        metavar="TEXT",
+        help="evaluate only the settings whose names contain TEXT (repeatable), e.g. --only default --only cache",
+    )
     e.add_argument("--out", default="runs/eval", help="folder for eval.json, eval.md and pareto.png")
     e.add_argument("--work", default="runs/starter", help="where the starter corpus is (extracted if missing)")
     _device_args(e)
 
     s = sub.add_parser("starter", help="rebuild or re-evaluate the bundled starter models")
-    s.add_argument("action", choices=["build", "eval"])
+    s.add_argument(
+        "action", choices=["build", "twin", "eval"], help="build both models, train the twin only, or re-evaluate"
+    )
     s.add_argument("--work", default="runs/starter", help="folder for the corpus and resumable state")
     s.add_argument("--output", default=None, help="where to write {diffusion,ar}/ (default: models/starter)")
     s.add_argument("--diffusion-minutes", type=float, default=75.0)
-    s.add_argument("--ar-minutes", type=float, default=12.0)
+    s.add_argument("--ar-passes", type=float, default=6.0, help="most passes over the corpus for the twin")
+    s.add_argument(
+        "--ar-patience", type=int, default=2, help="stop the twin after this many evaluations without improvement"
+    )
+    s.add_argument("--ar-minutes", type=float, default=None, help="wall-clock cap on the twin's training")
     for plugin in entry_points(group="unmask.commands"):
         COMMANDS.update(plugin.load()(sub))
     return parser
@@ -252,10 +280,21 @@ def _train(args: argparse.Namespace) -> int:
 @command("starter")
 def _starter(args: argparse.Namespace) -> int:
     from . import starter
+    from .autoregressive import TwinTraining
 
     out = Path(args.output) if args.output else starter.STARTER
+    twin = TwinTraining(
+        max_passes=args.ar_passes,
+        patience=args.ar_patience,
+        time_limit_s=math.inf if args.ar_minutes is None else args.ar_minutes * 60,
+    )
     if args.action == "build":
-        metrics = starter.build(Path(args.work), out, args.diffusion_minutes, args.ar_minutes)
+        metrics = starter.build(Path(args.work), out, args.diffusion_minutes, twin)
+    elif args.action == "twin":
+        path = starter.train_ar_twin(starter.corpus_folder(Path(args.work)), out, twin)
+        best = json.loads((path / "unmask.json").read_text())["training"]["best"]
+        print(json.dumps(best, indent=2))
+        return 0
     else:
         metrics = starter.evaluate(out, starter.corpus_folder(Path(args.work)))
     print(json.dumps(metrics, indent=2))
@@ -328,6 +367,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .manifest import write_bytes
     from .model import load_tokenizer, max_positions
 
+    settings = assessment.chosen(assessment.grid(args.new_tokens), args.only)
     device, dtype = _device_and_dtype(args)
     source = args.model or default_model()
     is_starter = Path(source).resolve() == starter.STARTER_DIFFUSION.resolve()
@@ -347,7 +387,7 @@ def _eval(args: argparse.Namespace) -> int:
         held_out = starter.held_out_blocks(starter.corpus_folder(Path(args.work)), tokenizer)
     report = assessment.assess(
         model, tokenizer, reference, reference_tokenizer, ar, load_tokenizer(ar_source) if ar_source else None,
-        held_out, prompts=args.prompts, new_tokens=args.new_tokens,
+        held_out, prompts=args.prompts, new_tokens=args.new_tokens, settings=settings,
     )  # fmt: skip
     report["models"] = {"diffusion": source, "reference": reference_source, "autoregressive": ar_source}
     out = Path(args.out)

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from .errors import ConfigError
 from .registry import lookup
 
+CACHE_MODES = ("none", "prefix", "dual")
+
 MIN_TEMPERATURE = 0.01  # below it logits / T overflows float32; greedy is the limit
 
 
@@ -24,6 +26,8 @@ class GenerationConfig:
     seed: int | None = None  # sample i uses seed + i; None draws a fresh seed
     num_samples: int = 1  # rows generated together in one batch
     forbid_eos: bool = False  # never end early at an end-of-text token
+    cache: str = "none"  # none | prefix | dual: keep finished text's keys and values between passes (cache.py)
+    cache_refresh: int = 1  # with a cache: recompute everything at the first pass of every this many blocks
 
     def __post_init__(self) -> None:
         from .remasking import REMASKING  # the registries hold torch functions; the CLI parser needs none
@@ -45,6 +49,8 @@ class GenerationConfig:
         _check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         _check(0 < self.threshold <= 1, "threshold", "must be in (0, 1]")
         _check(self.block_length >= 0, "block_length", "must be 0 or more")
+        _check(self.cache in CACHE_MODES, "cache", f"must be one of {', '.join(CACHE_MODES)}")
+        _check(self.cache_refresh >= 1, "cache_refresh", "must be at least 1")
         _check(self.num_samples >= 1, "num_samples", "must be at least 1")
         _check(self.seed is None or 0 <= self.seed < 2**31, "seed", "must be in [0, 2**31)")
 

@@ -14,13 +14,14 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import accumulate
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .cache import KV, BlockCache, cached_logits, usable
 from .canvas import Canvas, build_canvas
 from .config import GenerationConfig
 from .draws import REMASK, SAMPLE, uniforms
@@ -54,22 +55,85 @@ class Frame:
 
 @dataclass(frozen=True)
 class StepInputs:
-    """What one forward pass needs: ids and attention (B, W), and where the head must predict."""
+    """What one forward pass needs: the window's ids and attention (B, W), and where the head predicts.
+
+    With the block cache a pass computes only `query` (B, Q) window columns (-1: padding) and reads
+    the cached keys and values `past` of (B, P) other positions (`past_mask`: which are real); the
+    head's `cols` then index the query columns."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     rows: torch.Tensor  # (M,) row of each position to predict
-    cols: torch.Tensor  # (M,) column in the window (not the canvas)
+    cols: torch.Tensor  # (M,) column in the window (or in `query`)
+    query: torch.Tensor | None = None
+    past: KV | None = None
+    past_mask: torch.Tensor | None = None
 
     @staticmethod
     def join(parts: "list[StepInputs]", pad: int) -> "StepInputs":
-        """Several requests' inputs as one batch: rows stacked, windows right-padded to the widest."""
+        """Several requests' inputs as one batch: rows stacked, windows (queries, pasts) right-padded."""
         width = max(p.input_ids.shape[1] for p in parts)
         ids = torch.cat([F.pad(p.input_ids, (0, width - p.input_ids.shape[1]), value=pad) for p in parts])
         attention = torch.cat([F.pad(p.attention_mask, (0, width - p.attention_mask.shape[1])) for p in parts])
         firsts = [0, *accumulate(p.input_ids.shape[0] for p in parts)]  # first row of each request
         rows = torch.cat([p.rows + first for p, first in zip(parts, firsts)])
-        return StepInputs(ids, attention, rows, torch.cat([p.cols for p in parts]))
+        joined = StepInputs(ids, attention, rows, torch.cat([p.cols for p in parts]))
+        if all(p.query is None for p in parts):
+            return joined
+        queries = [p.all_columns() for p in parts]
+        q = max(x.shape[1] for x in queries)
+        query = torch.cat([F.pad(x, (0, q - x.shape[1]), value=-1) for x in queries])
+        past, past_mask = _join_past(parts)
+        return replace(joined, query=query, past=past, past_mask=past_mask)
+
+    def all_columns(self) -> torch.Tensor:
+        """(B, Q) the window columns this pass computes: `query`, or every column."""
+        if self.query is not None:
+            return self.query
+        b, w = self.input_ids.shape
+        return torch.arange(w, device=self.input_ids.device).expand(b, w)
+
+
+def _join_past(parts: list[StepInputs]) -> tuple[KV | None, torch.Tensor | None]:
+    """The parts' cached keys and values padded to the longest (parts without any get masked zeros)."""
+    with_past = [p for p in parts if p.past is not None]
+    if not with_past:
+        return None, None
+    template = with_past[0].past
+    assert template is not None
+    length = max(p.past.length for p in with_past if p.past is not None)
+    kvs, masks = [], []
+    for p in parts:
+        b = p.input_ids.shape[0]
+        if p.past is None or p.past_mask is None:
+            empty = torch.zeros(b, length, dtype=torch.long, device=p.input_ids.device)
+            kvs.append(template.empty(b, length))
+            masks.append(empty)
+        else:
+            kvs.append(p.past.padded(length))
+            masks.append(F.pad(p.past_mask, (0, length - p.past.length)))
+    return KV.cat(kvs, 0), torch.cat(masks)
+
+
+@dataclass(frozen=True)
+class StepOutputs:
+    """What one forward pass gave: logits (M, V) at the requested positions, its timing, and with the
+    block cache the keys and values of every query position."""
+
+    logits: torch.Tensor
+    timer: Lap | None = None
+    kv: KV | None = None
+
+    def split(self, parts: list[StepInputs]) -> "list[StepOutputs]":
+        """Each joined request's share, in the order of `parts`."""
+        logits = self.logits.split([p.rows.numel() for p in parts])
+        firsts = [0, *accumulate(p.input_ids.shape[0] for p in parts)]
+        return [
+            StepOutputs(
+                part, self.timer, None if self.kv is None else self.kv.rows(first, first + p.input_ids.shape[0])
+            )
+            for p, part, first in zip(parts, logits, firsts)
+        ]
 
 
 @dataclass(frozen=True)
@@ -92,6 +156,7 @@ class Denoiser:
         window: int,
         banned_ids: list[int],
         device: torch.device = torch.device("cpu"),
+        cached: bool = False,
     ) -> None:
         b = config.num_samples
         self.config, self.special, self.window, self.device = config, special, window, device
@@ -120,6 +185,8 @@ class Denoiser:
         self.started: float | None = None
         self._step_started = 0.0
         self._revealed: tuple[torch.Tensor, torch.Tensor] | None = None  # (columns, kept) of the last step
+        self.cache = BlockCache(config.cache, config.cache_refresh) if cached else None
+        self._query_start = 0  # first window column of this pass's queries (block cache)
         self._start_block()
 
     def _plan_blocks(self, masked: list[bool]) -> list[Block]:
@@ -178,7 +245,17 @@ class Denoiser:
         b, r = self.cols.shape
         rows = torch.arange(b, device=self.device).repeat_interleave(r)
         window_cols = (self.cols - (self.window_start - 1)).flatten()  # canvas column -> window column
-        return StepInputs(self._columns(self.tokens), self._columns(self.attention), rows, window_cols)
+        ids, attention = self._columns(self.tokens), self._columns(self.attention)
+        if self.cache is None:
+            return StepInputs(ids, attention, rows, window_cols)
+        block = self.blocks[self.block_index]
+        start, end = (c - (self.window_start - 1) for c in (block.columns[0], block.columns[-1] + 1))
+        reusable = self.window_start == 1  # window columns are canvas columns: cached ones stay valid
+        lo, hi = self.cache.plan(self.block_step == 0, reusable, start, end, ids.shape[1])
+        past, past_mask = self.cache.past(attention)
+        query = torch.arange(lo, hi, device=self.device).expand(b, hi - lo)
+        self._query_start = lo
+        return StepInputs(ids, attention, rows, window_cols - lo, query, past, past_mask)
 
     def _head_columns(self) -> torch.Tensor:
         """(B, R): each row's first R still-masked slots of the block, in column order; R = masks left in the
@@ -188,9 +265,11 @@ class Denoiser:
         first = waiting.sort(dim=-1, stable=True).indices[:, :left]  # masked (0) sort before committed (1)
         return self.positions[first]
 
-    def advance(self, logits: torch.Tensor, timer: Lap | None = None) -> None:
-        """Commit part of this step's predictions. logits (M, V) follow request()'s rows and cols."""
-        cols, cfg = self.cols, self.config
+    def advance(self, out: StepOutputs) -> None:
+        """Commit part of this step's predictions. out.logits (M, V) follow request()'s rows and cols."""
+        cols, cfg, logits = self.cols, self.config, out.logits
+        if self.cache is not None and out.kv is not None:
+            self.cache.keep(out.kv, self.window_end - self.window_start + 1)
         b, r = cols.shape
         assert logits.shape[0] == b * r, "logits do not match the requested positions"
         logits = logits.float() + self._ban_bias(logits.shape[-1])
@@ -206,8 +285,8 @@ class Denoiser:
         self._revealed = (cols, keep)
         if self.stop_at_end:
             self._stop_rows_at_end()
-        if timer is not None:
-            self.laps.append(timer)
+        if out.timer is not None:
+            self.laps.append(out.timer)
         self.nfe += 1
         self._next_step()
 
@@ -341,7 +420,8 @@ def create_denoiser(
             "max_new_tokens",
         )
     banned = [i for i in tokenizer.all_special_ids if i != special.end]
-    return Denoiser(canvas, config, special, window, banned, device=next(model.parameters()).device)
+    device = next(model.parameters()).device
+    return Denoiser(canvas, config, special, window, banned, device, cached=usable(model, config.cache))
 
 
 @contextmanager
@@ -351,11 +431,16 @@ def inference(device: torch.device, autocast: bool = False) -> Iterator[None]:
         yield
 
 
-def forward(model: PreTrainedModel, step: StepInputs) -> tuple[torch.Tensor, Lap]:
-    """One forward pass: logits (M, V) at the requested positions, and its timing on the device."""
+def forward(model: PreTrainedModel, step: StepInputs) -> StepOutputs:
+    """One forward pass: logits (M, V) at the requested positions, its timing on the device, and with
+    the block cache the keys and values it computed."""
     with lap(step.input_ids.device) as timer:
-        logits = masked_logits(model, step.input_ids, step.attention_mask, step.rows, step.cols)
-    return logits, timer
+        if step.query is None:
+            return StepOutputs(masked_logits(model, step.input_ids, step.attention_mask, step.rows, step.cols), timer)
+        logits, kv = cached_logits(
+            model, step.input_ids, step.attention_mask, step.query, step.past, step.past_mask, step.rows, step.cols
+        )
+    return StepOutputs(logits, timer, kv)
 
 
 def run(model: PreTrainedModel, state: Denoiser, autocast: bool = False, every_step: bool = True) -> Iterator[Frame]:
@@ -363,7 +448,7 @@ def run(model: PreTrainedModel, state: Denoiser, autocast: bool = False, every_s
     every_step=False copies nothing off the device until the end)."""
     while not state.finished:
         with inference(state.device, autocast):
-            state.advance(*forward(model, state.request()))
+            state.advance(forward(model, state.request()))
         if every_step or state.finished:
             yield state.frame()
 

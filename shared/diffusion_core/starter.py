@@ -8,20 +8,21 @@ same blocks with the same tokenizer.
 
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import checkpoint
-from .autoregressive import fresh_twin, held_out_loss, perplexity, train_twin
+from .autoregressive import TwinTraining, fresh_twin, held_out_loss, perplexity, train_twin
 from .config import GenerationConfig
 from .corpus import starter_corpus
 from .data import pack, read_texts, split
 from .errors import InputError
 from .evaluation import distinct_n, elbo_nll, elbo_rates, masked_token_loss, repetition_rate
 from .model import SpecialTokens, bf16_supported, pick_device
-from .training import TrainConfig, train
+from .training import TrainConfig, hardware, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTER = REPO_ROOT / "models" / "starter"
@@ -65,7 +66,7 @@ def corpus_folder(work: Path) -> Path:
     return folder if any(folder.glob("*.txt")) else write_corpus(work)
 
 
-def build(work: Path, out: Path, diffusion_minutes: float, ar_minutes: float) -> dict[str, Any]:
+def build(work: Path, out: Path, diffusion_minutes: float, twin: TwinTraining) -> dict[str, Any]:
     """Extract, train both models, evaluate, and write out/{diffusion,ar}."""
     corpus = write_corpus(work)
     config = TrainConfig(
@@ -88,7 +89,7 @@ def build(work: Path, out: Path, diffusion_minutes: float, ar_minutes: float) ->
         resume=True,
     )
     train(config)
-    train_ar_twin(corpus, out, ar_minutes)
+    train_ar_twin(corpus, out, twin)
     return evaluate(out, corpus)
 
 
@@ -101,16 +102,24 @@ def held_out_blocks(corpus: Path, tokenizer: Any):  # -> Blocks
     return _blocks(corpus, tokenizer)[1]
 
 
-def train_ar_twin(corpus: Path, out: Path, minutes: float) -> Path:
+def train_ar_twin(corpus: Path, out: Path, plan: TwinTraining) -> Path:
+    """Train the twin on the diffusion model's training blocks until its held-out loss stops
+    improving; out/ar always holds the best snapshot so far (a stopped run leaves a usable twin)."""
     diffusion = out / "diffusion"
     device = pick_device()
     _, tokenizer = checkpoint.load(diffusion, torch.device("cpu"))
-    train_blocks, _ = _blocks(corpus, tokenizer)
+    train_blocks, held_out = _blocks(corpus, tokenizer)
+    torch.manual_seed(SEED)
     twin = fresh_twin(tokenizer, layers=6, width=384, heads=6, positions=512).to(device)  # type: ignore[arg-type]
-    summary = train_twin(twin, train_blocks, minutes * 60, autocast=bf16_supported(device), seed=SEED)
     source = checkpoint.read_metadata(diffusion)["data"]
-    metadata = {"format": 1, "architecture": "gpt2", "twin_of": "diffusion", "data": source, "training": summary}
-    return checkpoint.save(twin, tokenizer, out / "ar", metadata, dtype=torch.float16)
+
+    def publish(training: dict[str, Any]) -> Path:
+        metadata = {"format": 1, "architecture": "gpt2", "twin_of": "diffusion", "data": source, "training": training}
+        return checkpoint.save(twin, tokenizer, out / "ar", metadata, dtype=torch.float16)
+
+    plan = replace(plan, autocast=bf16_supported(device), seed=SEED)
+    summary = train_twin(twin, train_blocks, held_out, plan, on_best=lambda best: publish({"best": best}))
+    return publish({**summary, "device": str(device), "hardware": hardware(device)})
 
 
 def evaluate(out: Path, corpus: Path, samples_per_prompt: int = 4) -> dict[str, Any]:

@@ -328,7 +328,7 @@ def _publish(run: _Run, config: TrainConfig, state: dict[str, Any]) -> Path:
             "learning_rate": config.learning_rate,
             "precision": "bf16" if run.autocast else "fp32",
             "device": str(run.device),
-            "hardware": _hardware(run.device),
+            "hardware": hardware(run.device),
             "torch": torch.__version__,
         },
         "metrics": {"held_out_loss": final_eval},
@@ -354,7 +354,7 @@ def _write_log_into(path: Path, log: list[dict[str, Any]]) -> None:
     _plot(log, path / "loss.png")
 
 
-def _hardware(device: torch.device) -> str:
+def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

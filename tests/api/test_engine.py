@@ -2,6 +2,7 @@
 
 import asyncio
 
+import pytest
 import torch
 
 from diffusion_core import GenerationConfig, create_denoiser, decode, generate
@@ -25,14 +26,19 @@ def _neighbours() -> list[tuple[str, GenerationConfig]]:
             remasking=("low_confidence", "random", "threshold")[i % 3],
             num_samples=1 + i % 2,
             seed=100 + i,
+            cache=("none", "prefix", "dual")[i % 3 if i % 2 else 0],
+            cache_refresh=1 + i % 3,
         )
         out.append((PROMPTS[i % len(PROMPTS)], config))
     return out
 
 
-def test_a_request_writes_the_same_text_alone_and_inside_a_batch_of_16(tiny_checkpoint):
+@pytest.mark.parametrize("cache", ["none", "dual"])
+def test_a_request_writes_the_same_text_alone_and_inside_a_batch_of_16(tiny_checkpoint, cache):
+    """Neighbours with and without the block cache (passes of other widths, other cached lengths)."""
     entry = load_entry(str(tiny_checkpoint), "cpu", "tiny", "v1", "float32")
-    target = ("a journey", GenerationConfig(max_new_tokens=24, steps=12, block_length=8, num_samples=2, seed=11))
+    config = GenerationConfig(max_new_tokens=24, steps=12, block_length=8, num_samples=2, seed=11, cache=cache)
+    target = ("a journey", config)
     alone = generate(entry.model, entry.tokenizer, *target).texts
 
     async def together() -> list[str]:

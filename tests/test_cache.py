@@ -1,0 +1,165 @@
+"""The block cache: a cached pass computes what the full pass computes when the cache matches the
+canvas; a stale cache is an approximation whose size is measured; other layouts run full passes."""
+
+import logging
+
+import pytest
+import torch
+from transformers import DistilBertConfig, DistilBertForMaskedLM
+
+from diffusion_core import ConfigError, GenerationConfig, checkpoint, create_denoiser, generate
+from diffusion_core.cache import cached_logits, layers_of
+from diffusion_core.denoise import StepOutputs, forward, inference
+from diffusion_core.model import masked_logits
+from diffusion_core.starter import STARTER_DIFFUSION
+
+
+def _canvas(model, tokenizer, text: str, config: GenerationConfig, passes: int):
+    """The window after `passes` uncached passes (so the canvas holds text and masks)."""
+    state = create_denoiser(model, tokenizer, text, config)
+    with inference(state.device):
+        for _ in range(passes):
+            state.advance(forward(model, state.request()))
+        return state.request()
+
+
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
+def test_a_cached_pass_over_a_fresh_cache_gives_the_full_passs_logits(tiny_model, tokenizer, mode):
+    config = GenerationConfig(max_new_tokens=24, steps=12, block_length=8, num_samples=3, seed=1)
+    step = _canvas(tiny_model, tokenizer, "the quick brown", config, passes=5)  # second block, half written
+    ids, attention = step.input_ids, step.attention_mask
+    b, width = ids.shape
+    block = step.cols.unique()
+    start, end = int(block.min()), width if mode == "prefix" else int(block.max()) + 1
+    with torch.inference_mode():
+        full = masked_logits(tiny_model, ids, attention, step.rows, step.cols)
+        everything = torch.arange(width).expand(b, width)
+        _, kv = cached_logits(tiny_model, ids, attention, everything, None, None, step.rows, step.cols)
+        outside = torch.cat([torch.arange(start), torch.arange(end, width)])
+        past = type(kv)(tuple(k[:, :, outside] for k in kv.keys), tuple(v[:, :, outside] for v in kv.values))
+        query = torch.arange(start, end).expand(b, end - start)
+        cached, _ = cached_logits(
+            tiny_model, ids, attention, query, past, attention[:, outside], step.rows, step.cols - start
+        )
+    assert torch.allclose(cached, full, atol=1e-4), (cached - full).abs().max()
+
+
+@pytest.fixture(scope="module")
+def starter():
+    return checkpoint.load(STARTER_DIFFUSION, torch.device("cpu"))
+
+
+def test_a_stale_cache_changes_the_logits(starter):
+    """Cache the finished block while the next one is all masks, write part of the next one, and the
+    cached pass no longer equals the full pass (the approximation): the change is reported."""
+    model, tokenizer = starter
+    config = GenerationConfig(max_new_tokens=32, steps=8, block_length=8, seed=1, forbid_eos=True)
+    early = _canvas(model, tokenizer, "It was a fine morning, and", config, passes=2)
+    late = _canvas(model, tokenizer, "It was a fine morning, and", config, passes=3)
+    b, width = late.input_ids.shape
+    start = int(late.cols.min())
+    everything = torch.arange(width).expand(b, width)
+    with torch.inference_mode():
+        _, stale = cached_logits(
+            model, early.input_ids, early.attention_mask, everything, None, None, late.rows, late.cols
+        )
+        full = masked_logits(model, late.input_ids, late.attention_mask, late.rows, late.cols)
+        query = torch.arange(start, width).expand(b, width - start)
+        past = stale.columns(0, start)
+        cached, _ = cached_logits(
+            model,
+            late.input_ids,
+            late.attention_mask,
+            query,
+            past,
+            late.attention_mask[:, :start],
+            late.rows,
+            late.cols - start,
+        )
+    p, q = full.log_softmax(-1), cached.log_softmax(-1)
+    kl = (p.exp() * (p - q)).sum(-1)
+    print(f"KL(full || cached) per masked slot, cache one pass stale: mean {float(kl.mean()):.4f}")
+    assert float(kl.mean()) > 1e-3 and (cached.argmax(-1) == full.argmax(-1)).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
+@pytest.mark.parametrize("text", ["the quick brown", "she sells <mask> shells by the <mask>"])
+def test_with_one_pass_per_block_and_a_refresh_each_block_the_text_is_unchanged(tiny_model, tokenizer, mode, text):
+    """Every pass is then a refresh: the cache's own layer loop must reproduce the model's forward."""
+    base = GenerationConfig(max_new_tokens=24, steps=3, block_length=8, num_samples=3, seed=4, forbid_eos=True)
+    plain = generate(tiny_model, tokenizer, text, base)
+    cached = generate(tiny_model, tokenizer, text, GenerationConfig(**{**vars(base), "cache": mode}))
+    assert cached.texts == plain.texts and cached.nfe == plain.nfe == len(
+        create_denoiser(tiny_model, tokenizer, text, base).blocks
+    )
+
+
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
+@pytest.mark.parametrize("refresh", [1, 2, 100])
+def test_cached_generation_fills_every_slot_in_the_planned_passes(tiny_model, tokenizer, mode, refresh):
+    config = GenerationConfig(
+        max_new_tokens=32,
+        steps=16,
+        block_length=8,
+        num_samples=2,
+        seed=7,
+        forbid_eos=True,
+        cache=mode,
+        cache_refresh=refresh,
+        future_masks=refresh != 2,
+    )
+    state = create_denoiser(tiny_model, tokenizer, "a journey of", config)
+    with inference(state.device):
+        while not state.finished:
+            state.advance(forward(tiny_model, state.request()))
+    assert state.nfe == 16 and not state.masked.any()
+    assert all(n == 32 for n in state.generated_tokens())
+
+
+def test_a_model_of_another_layout_runs_full_passes_with_one_notice(tokenizer, caplog):
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer),
+        dim=32,
+        hidden_dim=64,
+        n_layers=1,
+        n_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = DistilBertForMaskedLM(config).eval()
+    assert layers_of(model) is None
+    request = GenerationConfig(max_new_tokens=8, steps=4, block_length=4, seed=0, forbid_eos=True)
+    with caplog.at_level(logging.WARNING, logger="unmask"):
+        cached = [
+            generate(model, tokenizer, "the", GenerationConfig(**{**vars(request), "cache": "dual"})) for _ in range(2)
+        ]
+    assert cached[0].texts == generate(model, tokenizer, "the", request).texts
+    notices = [r.getMessage() for r in caplog.records if "full passes" in r.getMessage()]
+    assert len(notices) == 1 and "DistilBertForMaskedLM" in notices[0]
+
+
+def test_an_unknown_cache_mode_names_the_field():
+    with pytest.raises(ConfigError) as caught:
+        GenerationConfig(cache="kv")
+    assert caught.value.param == "cache"
+    with pytest.raises(ConfigError) as caught:
+        GenerationConfig(cache="dual", cache_refresh=0)
+    assert caught.value.param == "cache_refresh"
+
+
+def test_steps_outputs_split_by_request_keep_each_requests_rows(tiny_model, tokenizer):
+    """Two cached requests joined in one pass get back their own keys and values."""
+    from diffusion_core.denoise import StepInputs
+
+    configs = [
+        GenerationConfig(max_new_tokens=n, steps=4, block_length=4, num_samples=k, seed=0, cache="dual")
+        for n, k in ((8, 2), (12, 1))
+    ]
+    states = [create_denoiser(tiny_model, tokenizer, t, c) for t, c in zip(["the", "a journey of a"], configs)]
+    with inference(states[0].device):
+        inputs = [s.request() for s in states]
+        parts = forward(tiny_model, StepInputs.join(inputs, pad=tokenizer.pad_token_id)).split(inputs)
+    assert [p.kv.keys[0].shape[0] for p in parts] == [2, 1]
+    assert [p.logits.shape[0] for p in parts] == [i.rows.numel() for i in inputs]
+    assert isinstance(parts[0], StepOutputs)
