@@ -71,10 +71,11 @@ def test_metadata_records_data_and_training(trained):
 
 
 def test_resume_continues_from_the_snapshot(learnable, tmp_path):
+    """An interrupted run resumed from its snapshot ends with the weights of a run never interrupted:
+    the step count, optimizer moments, learning-rate position and data order all come back."""
     root, length = learnable
     base = dict(
         data=(str(root / "corpus.txt"),),
-        output=str(tmp_path / "m"),
         architecture="roberta-tiny",
         tokenizer=str(root / "tokenizer"),
         max_length=length + 2,
@@ -83,15 +84,27 @@ def test_resume_continues_from_the_snapshot(learnable, tmp_path):
         eval_every=10,
         precision="fp32",
     )
+    straight = train(TrainConfig(**base, output=str(tmp_path / "straight")), show_progress=False)
     with pytest.raises(KeyboardInterrupt):
         calls = iter(range(100))
-        train(TrainConfig(**base), show_progress=False, should_stop=lambda: next(calls) == 25 and _interrupt())
+        config = TrainConfig(**base, output=str(tmp_path / "m"))
+        train(config, show_progress=False, should_stop=lambda: next(calls) == 25 and _interrupt())
     assert (tmp_path / "m.run" / "optimizer.safetensors").is_file()
-    out = train(TrainConfig(**base, resume=True), show_progress=False)
+    steps_after_resume = []
+    out = train(
+        TrainConfig(**base, output=str(tmp_path / "m"), resume=True),
+        show_progress=False,
+        should_stop=lambda: steps_after_resume.append(1) and False,
+    )
+    assert len(steps_after_resume) == 10, "the resumed run trains steps 21-30 only (the snapshot was at 20)"
     log = json.loads((out / "training_log.json").read_text())
     assert log[0]["step"] <= 10 and log[-1]["step"] == 30
     assert checkpoint.read_metadata(out)["training"]["steps"] == 30
     assert not (tmp_path / "m.run").exists()
+    resumed, _ = checkpoint.load(out, torch.device("cpu"))
+    reference, _ = checkpoint.load(straight, torch.device("cpu"))
+    for (name, a), b in zip(resumed.state_dict().items(), reference.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), f"{name} differs from the uninterrupted run"
 
 
 def _interrupt() -> bool:

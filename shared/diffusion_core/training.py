@@ -134,6 +134,7 @@ def _prepare(config: TrainConfig) -> _Run:
         model, tokenizer = checkpoint.load(config.base, device)
     else:
         tokenizer = load_tokenizer(config.tokenizer) if config.tokenizer else train_bpe(docs, config.vocab_size)
+        torch.manual_seed(config.seed)  # the same seed gives the same initial weights
         model = fresh_masked_lm(config.architecture or "", tokenizer, config.max_length).to(device)  # type: ignore[arg-type]
     if config.max_length > max_positions(model, tokenizer):
         limit = max_positions(model, tokenizer)
@@ -213,6 +214,7 @@ def train(
 ) -> Path:
     """Train, evaluate and publish a checkpoint at config.output; returns its path."""
     run = _prepare(config)
+    torch.manual_seed(config.seed)  # dropout's draws (a resumed run restores the state it reached)
     if len(run.train) == 0:
         raise ConfigError("not enough training text for one block")
     steps_per_epoch = math.ceil(len(run.train) / config.batch_size)
@@ -222,12 +224,12 @@ def train(
     )
     generator = torch.Generator().manual_seed(config.seed)
     state: dict[str, Any] = {"step": 0, "tokens": 0, "elapsed_s": 0.0, "log": []}
-    if config.resume:
-        state = _restore(config, optimizer, generator) or state
+    order = torch.randperm(len(run.train), generator=generator)  # this epoch's order of the blocks
+    if config.resume and (restored := _restore(config, optimizer, generator)) is not None:
+        state, order = restored
     started = time.perf_counter() - state["elapsed_s"]
     level_sums: dict[str, list[float]] = {}
     bar = tqdm(total=total, initial=state["step"], disable=not show_progress, unit="step", dynamic_ncols=True)
-    order = torch.randperm(len(run.train), generator=generator)
     while state["step"] < total:
         if should_stop is not None and should_stop():
             raise TrainingCancelled("training was cancelled")
@@ -257,7 +259,7 @@ def train(
                 on_progress(progress)
         bar.update(1)
         if state["step"] % config.save_every == 0 and not done:
-            _snapshot(run, config, optimizer, generator, state, elapsed)
+            _snapshot(run, config, optimizer, generator, order, state, elapsed)
         if done:
             break
     bar.close()
@@ -365,15 +367,19 @@ def _snapshot(
     config: TrainConfig,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    order: torch.Tensor,
     state: dict[str, Any],
     elapsed: float,
 ) -> None:
-    """Everything --resume needs, as safetensors + JSON (never pickle), replaced atomically."""
+    """Everything --resume needs, as safetensors + JSON (never pickle), replaced atomically: the weights,
+    the optimizer's moments, the random states (masking draws, dropout) and this epoch's block order."""
     directory = _run_dir(config)
     directory.mkdir(parents=True, exist_ok=True)
     checkpoint.save(run.model, run.tokenizer, directory / "model", {"snapshot_step": state["step"]})
     tensors, groups = _flatten_optimizer(optimizer)
     tensors["generator"] = generator.get_state()
+    tensors["torch_rng"] = torch.get_rng_state()
+    tensors["order"] = order
     tmp = directory / "optimizer.safetensors.tmp"
     save_file(tensors, str(tmp))
     tmp.replace(directory / "optimizer.safetensors")
@@ -388,16 +394,19 @@ def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 
 def _restore(
     config: TrainConfig, optimizer: torch.optim.Optimizer, generator: torch.Generator
-) -> dict[str, Any] | None:
+) -> tuple[dict[str, Any], torch.Tensor] | None:
+    """(the run's state, this epoch's block order) from the snapshot, the optimizer and random states set."""
     directory = _run_dir(config)
     if not (directory / "state.json").is_file():
         return None
     state = json.loads((directory / "state.json").read_text())
     tensors = load_file(str(directory / "optimizer.safetensors"))
     generator.set_state(tensors.pop("generator"))
+    torch.set_rng_state(tensors.pop("torch_rng"))
+    order = tensors.pop("order")
     per_param: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         _, index, name = key.split(".", 2)
         per_param.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": per_param, "param_groups": state.pop("param_groups")})
-    return state
+    return state, order
