@@ -20,8 +20,12 @@ def test_eval_reports_likelihood_and_every_setting(tiny_checkpoint, tiny_twin, c
     assert set(rows) == {"autoregressive, top_p 0.9", *grid(8)}
     for name, row in rows.items():
         assert row["gen_ppl"] > 1 and row["tokens_per_s"] > 0 and 0 <= row["distinct_2"] <= 1, name
-    assert rows["8 steps (one token per step)"]["nfe_per_sample"] == 8
-    assert rows["threshold 0.7"]["nfe_per_sample"] <= 8
+    for name, config in grid(8).items():  # fixed-step settings take exactly their steps (end tokens forbidden)
+        if config.remasking != "threshold":
+            assert rows[name]["nfe_per_sample"] == config.steps, name
+    assert (
+        rows["8 steps (one token per step)"]["nfe_per_sample"] == 8 and rows["2 steps (default)"]["nfe_per_sample"] == 2
+    )
     assert report["environment"]["torch"] and report["models"]["reference"] == str(tiny_twin)
     table = (out / "eval.md").read_text()
     assert table.count("\n| ") >= 2 + len(rows) and "gen-PPL" in table

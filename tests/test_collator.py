@@ -56,3 +56,18 @@ def test_continuous_rates_cover_the_range(tokenizer):
     g = torch.Generator().manual_seed(2)
     rates = [collator.draw_rate(g) for _ in range(500)]
     assert min(rates) >= 0.05 and max(rates) <= 1.0 and max(rates) - min(rates) > 0.8
+
+
+def test_each_batch_masks_at_its_own_drawn_rate_and_every_level_is_drawn(tokenizer):
+    special = SpecialTokens.of(tokenizer)
+    blocks = _blocks(tokenizer)
+    collator = DiffusionCollator(special.mask, (special.start, special.pad), levels=(0.1, 0.9))
+    eligible = blocks.attention_mask.bool() & ~torch.isin(blocks.input_ids, torch.tensor([special.start, special.pad]))
+    g = torch.Generator().manual_seed(0)
+    rates = []
+    for _ in range(30):
+        batch = collator(blocks.input_ids, blocks.attention_mask, g)
+        share = float((batch.labels != -100)[eligible].float().mean())
+        assert abs(share - batch.rate) < 0.1, f"batch drawn at {batch.rate} masked {share:.2f} of its tokens"
+        rates.append(batch.rate)
+    assert set(rates) == {0.1, 0.9}

@@ -97,12 +97,21 @@ def test_threshold_reveals_at_least_one_per_step_and_can_finish_early(tiny_model
     assert len(loose) == 1
 
 
-def test_infilling_keeps_prefix_and_suffix(tiny_model, tokenizer):
-    out = generate(
-        tiny_model, tokenizer, "the quick <mask><mask> fox jumps", GenerationConfig(max_new_tokens=0, steps=2, seed=0)
-    )
-    text = out.texts[0]
-    assert text.startswith("the quick") and text.endswith(" fox jumps")
+def test_infilling_fills_each_blank_in_place_and_keeps_the_text_around_it(tiny_model, tokenizer):
+    text = "the quick <mask><mask> fox jumps"
+    config = GenerationConfig(max_new_tokens=0, steps=2, seed=0)
+    state = create_denoiser(tiny_model, tokenizer, text, config)
+    blanks = state.masked[0].nonzero().flatten().tolist()
+    before = state.tokens[0].clone()
+    frames = list(denoising(tiny_model, tokenizer, text, config))
+    after = frames[-1].tokens[0]
+    filled = after[blanks].tolist()
+    assert len(blanks) == 2 and not set(filled) & set(tokenizer.all_special_ids), "both blanks hold real tokens"
+    others = [i for i in range(len(after)) if i not in blanks]
+    assert after[others].tolist() == before[others].tolist(), "the text around the blanks is as given"
+    out = generate(tiny_model, tokenizer, text, config).texts[0]
+    middle = tokenizer.decode(filled).strip()
+    assert middle and out.startswith("the quick") and out.endswith(" fox jumps") and middle in out
 
 
 def test_blocks_slide_past_the_position_limit(tiny_model, tokenizer):

@@ -1,6 +1,7 @@
 """One error shape for every failure: {"error": {"message", "type", "param"}}."""
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +89,22 @@ def from_core(exc: ConfigError | InputError, prefix: str = "parameters") -> ApiE
     return ApiError(422, str(exc), param)
 
 
+# Names pydantic adds to a location for each branch of a union (n_epochs: "auto" | int -> "literal['auto']", "int").
+_UNION_BRANCH = re.compile(r"^(literal\[.*\]|int|float|str|bool|list\[.*\]|constrained-\w+|function-\w+\[.*\])$")
+
+
 def _loc(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc if p not in ("body", "query", "path"))
+    parts = [p for p in loc if p not in ("body", "query", "path")]
+    return ".".join(str(p) for p in parts if not (isinstance(p, str) and _UNION_BRANCH.match(p)))
+
+
+def _most_telling(errors: list[dict]) -> dict:
+    """The first error, or for a union field the branch that says more than "wrong type" (the int
+    branch's "greater than or equal to 1" rather than the literal's "should be 'auto'")."""
+    first = errors[0]
+    same = [e for e in errors if _loc(tuple(e["loc"])) == _loc(tuple(first["loc"]))]
+    telling = [e for e in same if e["type"] != "literal_error" and not e["type"].endswith("_type")]
+    return telling[0] if telling else first
 
 
 def install(app: FastAPI) -> None:
@@ -101,7 +116,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        first = _most_telling(list(exc.errors())) if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = _loc(tuple(first.get("loc", ())))
         message = f"{param}: {first['msg']}" if param else str(first["msg"])
         return JSONResponse(ApiError(422, message, param or None).body(), status_code=422)

@@ -23,8 +23,8 @@ from .autoregressive import sample as ar_sample
 from .collator import DiffusionCollator
 from .config import GenerationConfig
 from .data import Blocks
-from .errors import ConfigError
 from .denoise import generate
+from .errors import ConfigError
 from .evaluation import distinct_n, elbo_nll, elbo_rates, masked_token_loss, repetition_rate, unigram_entropy
 from .model import SpecialTokens
 from .plots import scatter_chart

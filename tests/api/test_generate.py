@@ -32,6 +32,9 @@ def test_infilling_keeps_the_text_around_the_masks(client):
     )
     text = r.json()["generated_text"]
     assert text.startswith("the quick") and text.endswith(" fox")
+    middle = text[len("the quick") : -len(" fox")].strip()
+    assert middle and "<mask>" not in middle, "the blanks are filled with text"
+    assert r.json()["details"]["generated_tokens"] == 2
 
 
 @pytest.mark.parametrize(
@@ -142,3 +145,5 @@ def test_infilling_counts_only_the_filled_tokens(client):
         "/generate", json={"inputs": "the quick <mask><mask><mask> fox", "parameters": {"max_new_tokens": 0}}
     )
     assert r.json()["details"]["generated_tokens"] == 3
+    text = r.json()["generated_text"]
+    assert text.startswith("the quick") and text.endswith(" fox") and text[len("the quick") : -len(" fox")].strip()
