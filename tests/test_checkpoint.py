@@ -17,9 +17,15 @@ def test_checkpoint_loads_with_plain_transformers(tiny_checkpoint, tiny_model):
     assert not list(tiny_checkpoint.glob("*.bin")), "weights are safetensors only"
 
 
-def test_round_trip_through_unmask_loader(tiny_checkpoint):
-    model, tokenizer = checkpoint.load(tiny_checkpoint, torch.device("cpu"))
-    assert tokenizer.mask_token == "<mask>" and not model.training
+def test_round_trip_through_unmask_loader(tiny_checkpoint, tiny_model, tokenizer):
+    model, loaded_tokenizer = checkpoint.load(tiny_checkpoint, torch.device("cpu"))
+    assert loaded_tokenizer.mask_token == "<mask>" and not model.training
+    assert loaded_tokenizer.get_vocab() == tokenizer.get_vocab()
+    for (name, a), b in zip(model.state_dict().items(), tiny_model.state_dict().values()):
+        assert torch.equal(a, b), name
+    ids = torch.tensor([[0, 10, 11, 4, 2]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, tiny_model(ids).logits)
 
 
 def test_tampered_weights_are_refused(tiny_checkpoint, tmp_path):
@@ -47,9 +53,31 @@ def test_missing_tokenizer_is_a_clear_error(tiny_checkpoint, tmp_path):
 
 
 def test_save_replaces_atomically_and_leaves_no_temporary(tiny_checkpoint, tiny_model, tokenizer, tmp_path):
+    """A reader polling the checkpoint while it is replaced again and again always finds one."""
+    import sys
+    import threading
+
     target = tmp_path / "ckpt"
-    checkpoint.save(tiny_model, tokenizer, target, {"n": 1})
-    checkpoint.save(tiny_model, tokenizer, target, {"n": 2})
-    assert checkpoint.read_metadata(target) == {"n": 2}
+    checkpoint.save(tiny_model, tokenizer, target, {"n": 0})
+    missing, stop = [], threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            if not (target / "unmask.json").is_file():
+                missing.append(1)
+
+    reader = threading.Thread(target=read)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # let the reader run between any two steps of a save
+    reader.start()
+    try:
+        for n in range(1, 31):
+            checkpoint.save(tiny_model, tokenizer, target, {"n": n})
+    finally:
+        stop.set()
+        reader.join()
+        sys.setswitchinterval(interval)
+    assert not missing, f"the checkpoint was missing {len(missing)} times while being replaced"
+    assert checkpoint.read_metadata(target) == {"n": 30}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
     checkpoint.verify(target)

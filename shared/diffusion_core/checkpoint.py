@@ -69,6 +69,12 @@ def _copy_as(model: PreTrainedModel, dtype: torch.dtype) -> PreTrainedModel:
 
 
 def _swap_into_place(tmp: Path, final: Path) -> None:
+    """Put tmp at final. Where the kernel can exchange two paths in one step (Linux renameat2), a reader
+    sees the old checkpoint or the new one, never neither; elsewhere two renames leave a moment between."""
+    if final.exists() and _exchange(tmp, final):
+        fsync(final.parent)
+        shutil.rmtree(tmp, ignore_errors=True)  # now the old checkpoint
+        return
     old = final.with_name(final.name + ".old")
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -76,6 +82,27 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
     tmp.rename(final)
     fsync(final.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with renameat2(RENAME_EXCHANGE); False where that is unavailable."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return renameat2(_AT_FDCWD, bytes(a), _AT_FDCWD, bytes(b), _RENAME_EXCHANGE) == 0
 
 
 def load(
