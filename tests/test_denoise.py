@@ -1,3 +1,4 @@
+import math
 from dataclasses import replace
 
 import pytest
@@ -13,7 +14,6 @@ from diffusion_core import (
     generate,
 )
 from diffusion_core.model import SpecialTokens
-from diffusion_core.schedules import masked_after
 
 
 def _frames(model, tokenizer, prompt, **kw):
@@ -22,10 +22,12 @@ def _frames(model, tokenizer, prompt, **kw):
 
 def test_prompt_tokens_never_change_and_no_mask_remains(tiny_model, tokenizer):
     frames = _frames(tiny_model, tokenizer, "the quick brown", max_new_tokens=12, steps=6, seed=0, forbid_eos=True)
-    prompt = frames[0].tokens[0, :4]
+    start = SpecialTokens.of(tokenizer).start
+    prompt = torch.tensor([start, *tokenizer("the quick brown", add_special_tokens=False)["input_ids"]])
+    n = len(prompt)
     for frame in frames:
-        assert torch.equal(frame.tokens[0, :4], prompt)
-        assert not frame.masked[0, :4].any()
+        assert torch.equal(frame.tokens[0, :n], prompt) and frame.prompt_length == n
+        assert not frame.masked[0, :n].any() and frame.fixed[0, :n].all() and not frame.fixed[0, n:].any()
     assert frames[-1].done and not frames[-1].masked.any()
     assert len(frames) == 6
 
@@ -67,7 +69,17 @@ def test_reveal_counts_follow_the_schedule(tiny_model, tokenizer, schedule):
         block_length=0,
     )
     remaining = [int(f.masked.sum()) for f in frames]
-    assert remaining == [int(masked_after(schedule, s, 5, torch.tensor([20]))) for s in range(1, 6)]
+    gamma = {  # docs/guide.md's table, written out here rather than taken from schedules.py
+        "linear": lambda r: 1 - r,
+        "cosine": lambda r: math.cos(math.pi * r / 2),
+        "exponential": lambda r: 1 - (math.exp(4 * r) - 1) / (math.exp(4) - 1),
+        "loglinear": lambda r: 1 - math.log(1 + 20 * r) / math.log(21),
+    }[schedule]
+    expected, left = [], 20
+    for step in range(1, 6):  # floor(20 * gamma(step / 5)) stay masked, and each step reveals at least one
+        left = min(math.floor(20 * gamma(step / 5) + 1e-9), left - 1)
+        expected.append(max(left, 0))
+    assert remaining == expected
 
 
 def test_threshold_reveals_at_least_one_per_step_and_can_finish_early(tiny_model, tokenizer):

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from diffusion_core.errors import ConfigError
 
-START_TIMEOUT_S = 10.0
+from .defaults import REDIS_START_TIMEOUT_S
 
 
 def redis_binary() -> str:
@@ -95,7 +95,7 @@ class RedisServer:
 
     def _wait(self) -> None:
         client = Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise ConfigError(f"redis-server exited at start; see {self.data_dir / 'redis.log'}")
@@ -105,7 +105,7 @@ class RedisServer:
             except RedisError:
                 time.sleep(0.05)
         self.stop()
-        raise ConfigError(f"redis-server did not answer on port {self.port} within {START_TIMEOUT_S:.0f} s")
+        raise ConfigError(f"redis-server did not answer on port {self.port} within {REDIS_START_TIMEOUT_S:.0f} s")
 
     def stop(self) -> None:
         if self.process is None:

@@ -26,13 +26,8 @@ from diffusion_core.errors import ConfigError
 from services.settings import shown_url
 
 from .config import StackSettings
+from .defaults import API_MAX_CRASHES, BACKOFF_S, READY_TIMEOUT_S, STABLE_S, STOP_TIMEOUT_S
 from .redis_server import RedisServer, write_private
-
-READY_TIMEOUT_S = 600.0
-STOP_TIMEOUT_S = 6.0
-BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # pause before restart n of a part that keeps dying
-STABLE_S = 60.0  # a part that ran this long starts its backoff afresh
-API_MAX_CRASHES = 5  # the API dying this often, each within STABLE_S of its start, stops the stack
 
 
 def _print(prefix: str, line: str) -> None:

@@ -22,9 +22,9 @@ from diffusion_core.errors import UnmaskError
 from diffusion_core.store import Store, new_version
 
 from .config import WorkerSettings
+from .defaults import CANCEL_POLL_S
 
 log = logging.getLogger("unmask.trainer")
-CANCEL_POLL_S = 0.5
 ERROR_CODES = {
     "InputError": "invalid_training_data",
     "ConfigError": "invalid_hyperparameters",
