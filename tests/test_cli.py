@@ -31,6 +31,10 @@ def test_generate_prints_the_continuation(capsys, tiny_checkpoint):
     )
     result = json.loads(out)
     assert code == 0 and result["seed"] == 1 and result["nfe"] <= 4 and len(result["texts"]) == 1
+    assert result["texts"][0].strip(), "the continuation (the prompt is not repeated) is printed"
+    code, plain, _ = _run(capsys, "generate", "the quick", "--model", tiny_checkpoint, "--max-new-tokens", 8,
+                          "--steps", 4, "--seed", 1)  # fmt: skip
+    assert code == 0 and plain == result["texts"][0] + "\n", "without --json it prints the same text alone"
 
 
 def test_show_steps_prints_one_line_per_step_with_masks_shrinking(capsys, tiny_checkpoint):

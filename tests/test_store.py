@@ -107,12 +107,39 @@ def _job(redis: Redis, status: str) -> str:
     return job_id
 
 
+def _race(redis: Redis, job_id: str) -> dict[str, bool]:
+    """A finish and a cancel of one job, released at the same moment from two threads."""
+    import threading
+
+    gate, won = threading.Barrier(2), {}
+    moves = {
+        "succeeded": lambda: jobs.transition(redis, job_id, "succeeded", ("running",), fine_tuned_model="m"),
+        "cancelled": lambda: jobs.transition(redis, job_id, "cancelled", jobs.ACTIVE),
+    }
+
+    def attempt(status: str) -> None:
+        gate.wait()
+        won[status] = moves[status]()
+
+    threads = [threading.Thread(target=attempt, args=(status,)) for status in moves]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return won
+
+
 def test_only_one_of_a_cancel_and_a_finish_wins(store):
-    job_id = _job(store.redis, "running")
-    assert jobs.transition(store.redis, job_id, "succeeded", ("running",), fine_tuned_model="m")
-    assert not jobs.transition(store.redis, job_id, "cancelled", jobs.ACTIVE)
-    job = jobs.get(store.redis, job_id)
-    assert job["status"] == "succeeded" and job["fine_tuned_model"] == "m" and job["finished_at"]
+    """Two clients finishing and cancelling at once: exactly one transition happens, and the record
+    shows the winner's status and fields only."""
+    for _ in range(40):
+        job_id = _job(store.redis, "running")
+        won = _race(store.redis, job_id)
+        assert sum(won.values()) == 1, won
+        job = jobs.get(store.redis, job_id)
+        winner = next(status for status, ok in won.items() if ok)
+        assert job["status"] == winner and job["finished_at"]
+        assert (job.get("fine_tuned_model") == "m") == (winner == "succeeded")
 
 
 def test_a_running_job_without_a_heartbeat_is_reaped_as_abandoned(store):

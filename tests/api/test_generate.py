@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 GEN = {"max_new_tokens": 8, "steps": 4, "seed": 1, "forbid_eos": True}
@@ -111,10 +113,17 @@ def test_openai_completions_and_models(client):
     )
     body = r.json()
     assert body["object"] == "text_completion" and [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
-    assert body["usage"]["completion_tokens"] <= 20
-    stream = client.post("/v1/completions", json={"prompt": "the", "max_tokens": 5, "stream": True, "steps": 2})
-    lines = [line for line in stream.text.splitlines() if line.startswith("data: ")]
-    assert lines[-1] == "data: [DONE]" and '"text_completion"' in lines[0]
+    assert 1 <= body["usage"]["completion_tokens"] <= 20 and body["usage"]["prompt_tokens"] == 2
+    assert all(c["finish_reason"] in ("length", "stop") for c in body["choices"])
+    request = {"prompt": "the", "max_tokens": 5, "n": 2, "steps": 2, "seed": 4}
+    whole = client.post("/v1/completions", json=request).json()
+    stream = client.post("/v1/completions", json={**request, "stream": True})
+    lines = [line[len("data: ") :] for line in stream.text.splitlines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    chunks = [json.loads(line) for line in lines[:-1]]
+    assert chunks and all(c["object"] == "text_completion" for c in chunks)
+    streamed = {choice["index"]: choice["text"] for c in chunks for choice in c["choices"]}
+    assert streamed == {c["index"]: c["text"] for c in whole["choices"]}, "the stream carries the same texts"
     assert client.post("/v1/completions", json={"prompt": "x", "model": "nope"}).status_code == 404
 
 
