@@ -8,7 +8,7 @@ import torch
 from transformers import DistilBertConfig, DistilBertForMaskedLM
 
 from diffusion_core import ConfigError, GenerationConfig, checkpoint, create_denoiser, generate
-from diffusion_core.cache import cached_logits, layers_of
+from diffusion_core.cache import KV, cached_logits, layers_of
 from diffusion_core.denoise import StepOutputs, forward, inference
 from diffusion_core.model import masked_logits
 from diffusion_core.starter import STARTER_DIFFUSION
@@ -163,3 +163,20 @@ def test_steps_outputs_split_by_request_keep_each_requests_rows(tiny_model, toke
     assert [p.kv.keys[0].shape[0] for p in parts] == [2, 1]
     assert [p.logits.shape[0] for p in parts] == [i.rows.numel() for i in inputs]
     assert isinstance(parts[0], StepOutputs)
+
+
+@pytest.mark.parametrize("refresh", [1, 3])
+def test_the_cache_refreshes_at_the_first_pass_of_every_nth_block(refresh):
+    """A refresh computes every column from 0; another block's first pass starts where the cache ends."""
+    from diffusion_core.cache import BlockCache
+
+    cache = BlockCache("dual", refresh)
+    width, starts = 100, [10, 26, 42, 58, 74, 90]
+    for index, start in enumerate(starts):
+        lo, hi = cache.plan(True, True, start, start + 16, width)
+        full = index % refresh == 0
+        assert (lo, hi) == ((0, width) if full else (starts[index - 1], start + 16)), index
+        layers = KV((torch.zeros(1, 1, hi - lo, 2),), (torch.zeros(1, 1, hi - lo, 2),))
+        cache.keep(layers, width)
+        assert cache.prefix_end == start and cache.prefix.length == start
+        assert cache.plan(False, True, start, start + 16, width) == (start, start + 16), "later passes: the block"

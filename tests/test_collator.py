@@ -71,3 +71,13 @@ def test_each_batch_masks_at_its_own_drawn_rate_and_every_level_is_drawn(tokeniz
         assert abs(share - batch.rate) < 0.1, f"batch drawn at {batch.rate} masked {share:.2f} of its tokens"
         rates.append(batch.rate)
     assert set(rates) == {0.1, 0.9}
+
+
+def test_a_row_always_has_a_masked_token_even_at_a_tiny_rate(tokenizer):
+    special = SpecialTokens.of(tokenizer)
+    blocks = _blocks(tokenizer)
+    collator = DiffusionCollator(special.mask, (special.start, special.pad), levels=(0.001,))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        batch = collator(blocks.input_ids, blocks.attention_mask, g)
+        assert ((batch.labels != -100).sum(-1) >= 1).all(), "every row trains on at least one token"

@@ -219,3 +219,18 @@ def test_without_future_masks_infilling_still_sees_the_text_after_each_blank(tin
     config = GenerationConfig(max_new_tokens=0, steps=3, block_length=1, seed=0, future_masks=False)
     full = len(create_denoiser(tiny_model, tokenizer, text, config).tokens[0])
     assert set(_widths(tiny_model, tokenizer, text, config)) == {full}
+
+
+def test_every_pass_commits_at_least_one_token_even_when_the_schedule_asks_for_none(tiny_model, tokenizer):
+    """3 tokens in 8 cosine steps: floor(3 * gamma) stays at 2 for the first steps, yet each pass commits
+    one, so the block is done in 3 passes with nothing left masked."""
+    frames = _frames(tiny_model, tokenizer, "the", max_new_tokens=3, steps=8, seed=0, forbid_eos=True, block_length=0)
+    assert [int(f.masked.sum()) for f in frames] == [2, 1, 0]
+
+
+def test_threshold_remasking_fills_every_slot_by_the_last_planned_pass(tiny_model, tokenizer):
+    """A threshold the tiny model never reaches still leaves no mask: the last planned pass of a block
+    commits whatever is left."""
+    config = dict(max_new_tokens=8, steps=2, seed=0, forbid_eos=True, remasking="threshold", threshold=0.999)
+    frames = _frames(tiny_model, tokenizer, "the", block_length=0, **config)
+    assert len(frames) == 2 and int(frames[0].masked.sum()) == 7 and not frames[-1].masked.any()
