@@ -122,3 +122,25 @@ def test_bad_training_input_names_the_problem(tmp_path):
         TrainConfig(data=("x",), output="o")
     with pytest.raises(ConfigError, match="unknown architecture 'gpt-9'.*roberta-small"):
         TrainConfig(data=("x",), output="o", architecture="gpt-9")
+
+
+def test_a_continued_checkpoint_records_every_stage_its_weights_went_through(trained, learnable, tmp_path):
+    root, length = learnable
+    config = TrainConfig(
+        data=(str(root / "corpus.txt"),), base=str(trained), output=str(tmp_path / "more"),
+        max_length=length + 2, max_steps=5, eval_every=5, precision="fp32",
+    )  # fmt: skip
+    stages = checkpoint.read_metadata(train(config, show_progress=False))["stages"]
+    first = checkpoint.read_metadata(trained)["stages"]
+    assert len(first) == 1 and first[0]["steps"] == 800 and first[0]["base"] is None
+    assert stages[:1] == first and stages[1]["steps"] == 5 and stages[1]["base"] == str(trained)
+    assert set(stages[1]["held_out_loss"]) == {"0.15", "0.50", "0.90"}
+
+
+def test_the_starter_recipe_follows_the_device_and_takes_overrides():
+    from diffusion_core.starter import recipe_for
+
+    gpu = recipe_for(torch.device("cuda"))
+    assert (gpu.batch_size, gpu.learning_rate, gpu.warmup_steps, gpu.max_steps) == (256, 2e-4, 50, 4530)
+    cpu = recipe_for(torch.device("cpu"), batch_size=8, max_steps=None)
+    assert (cpu.batch_size, cpu.learning_rate, cpu.max_steps, cpu.minutes) == (8, 3e-4, 0, 75.0)

@@ -199,7 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--work", default="runs/starter", help="folder for the corpus and resumable state")
     s.add_argument("--output", default=None, help="where to write {diffusion,ar}/ (default: models/starter)")
-    s.add_argument("--diffusion-minutes", type=float, default=75.0)
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda | mps: where the diffusion model trains")
+    s.add_argument(
+        "--from",
+        dest="start_from",
+        default=None,
+        help="continue this diffusion checkpoint (e.g. models/starter/diffusion) instead of the MiniLM encoder",
+    )
+    s.add_argument("--batch-size", type=int, default=None, help="blocks per step (cpu: 16, cuda: 256)")
+    s.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (cpu: 3e-4, cuda: 2e-4)")
+    s.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up (cpu: 200, cuda: 50)")
+    s.add_argument(
+        "--max-steps", type=int, default=None, help="optimizer steps (cpu: 0, i.e. until the time limit; cuda: 4530)"
+    )
+    s.add_argument("--diffusion-minutes", type=float, default=None, help="wall-clock limit (cpu: 75; cuda: 10, a cap)")
     s.add_argument("--ar-passes", type=float, default=6.0, help="most passes over the corpus for the twin")
     s.add_argument(
         "--ar-patience", type=int, default=2, help="stop the twin after this many evaluations without improvement"
@@ -289,7 +302,18 @@ def _starter(args: argparse.Namespace) -> int:
         time_limit_s=math.inf if args.ar_minutes is None else args.ar_minutes * 60,
     )
     if args.action == "build":
-        metrics = starter.build(Path(args.work), out, args.diffusion_minutes, twin)
+        from .model import pick_device
+
+        recipe = starter.recipe_for(
+            pick_device(args.device),
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            warmup_steps=args.warmup_steps,
+            max_steps=args.max_steps,
+            minutes=args.diffusion_minutes,
+        )
+        start = Path(args.start_from) if args.start_from else None
+        metrics = starter.build(Path(args.work), out, recipe, twin, args.device, start)
     elif args.action == "twin":
         path = starter.train_ar_twin(starter.corpus_folder(Path(args.work)), out, twin)
         best = json.loads((path / "unmask.json").read_text())["training"]["best"]

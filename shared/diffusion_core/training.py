@@ -311,7 +311,7 @@ def _plot(log: list[dict[str, Any]], path: Path) -> None:
 
 def _publish(run: _Run, config: TrainConfig, state: dict[str, Any]) -> Path:
     final_eval: dict[str, float] = next((e["eval"] for e in reversed(state["log"]) if e["eval"]), {})
-    metadata = {
+    metadata: dict[str, Any] = {
         "format": 1,
         "base": config.base,
         "architecture": config.architecture or run.model.config.model_type,
@@ -335,6 +335,8 @@ def _publish(run: _Run, config: TrainConfig, state: dict[str, Any]) -> Path:
         },
         "metrics": {"held_out_loss": final_eval},
     }
+    this_stage = {"base": config.base, **metadata["training"], "held_out_loss": final_eval}
+    metadata["stages"] = stages_of(config.base) + [this_stage]
     out = Path(config.output)
     dtype = getattr(torch, config.save_dtype)
     run.model.eval()
@@ -348,6 +350,26 @@ def _publish(run: _Run, config: TrainConfig, state: dict[str, Any]) -> Path:
     )
     shutil.rmtree(_run_dir(config), ignore_errors=True)
     return path
+
+
+def stages_of(source: str | None) -> list[dict[str, Any]]:
+    """The training stages a checkpoint's weights went through, oldest first, from its unmask.json
+    (a checkpoint from before stages were recorded gives its one `training` record)."""
+    path = Path(source) if source else None
+    if path is None or not (path / checkpoint.METADATA).is_file():
+        return []
+    meta = checkpoint.read_metadata(path)
+    if "stages" in meta:
+        return list(meta["stages"])
+    if "training" in meta:
+        return [
+            {
+                "base": meta.get("base"),
+                **meta["training"],
+                "held_out_loss": meta.get("metrics", {}).get("held_out_loss"),
+            }
+        ]
+    return []
 
 
 def _write_log_into(path: Path, log: list[dict[str, Any]]) -> None:
