@@ -16,6 +16,7 @@ async function loadInfo() {
   try {
     const response = await fetch("/info");
     info = await response.json();
+    if (info.parameters) applyParameters(info.parameters);
     const model = info.model;
     $("server").textContent = model ? `${model.id} · ${model.device}` : (info.model_error ? "model failed to load" : "loading model…");
     $("server").className = "pill " + (model ? "ok" : info.model_error ? "bad" : "");
@@ -27,6 +28,29 @@ async function loadInfo() {
     $("server").textContent = "server unreachable";
     $("server").className = "pill bad";
     setTimeout(loadInfo, 2000);
+  }
+}
+
+// The form's choices, bounds and help come from the server's one declaration of each parameter.
+function applyParameters(parameters) {
+  for (const p of parameters) {
+    const input = $(p.name);
+    if (!input) continue;
+    input.title = p.help;
+    if (input.tagName === "SELECT" && p.choices) {
+      const chosen = input.value || p.default;
+      input.replaceChildren(...p.choices.map((choice) => {
+        const option = document.createElement("option");
+        option.textContent = choice;
+        return option;
+      }));
+      input.value = p.choices.includes(chosen) ? chosen : p.default;
+    } else if (input.type === "number") {
+      const low = p.ge !== undefined ? p.ge : p.gt;
+      if (low !== undefined) input.min = low;
+      const high = p.le !== undefined ? p.le : p.lt;
+      if (high !== undefined) input.max = high;
+    }
   }
 }
 

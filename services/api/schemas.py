@@ -1,15 +1,14 @@
 """Request and response bodies. Field names follow TGI (/generate) and OpenAI (/v1/completions)."""
 
+from dataclasses import fields
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from diffusion_core import config
 from diffusion_core.animation import MAX_FRAMES
 from diffusion_core.collator import DEFAULT_LEVELS
-from diffusion_core.config import CACHE_MODES, MIN_TEMPERATURE
-from diffusion_core.remasking import REMASKING
-from diffusion_core.sampling import SAMPLERS
-from diffusion_core.schedules import SCHEDULES
+from diffusion_core.config import MIN_TEMPERATURE, GenerationConfig
 
 
 def _one_of(table: dict | tuple, what: str) -> AfterValidator:
@@ -23,37 +22,48 @@ def _one_of(table: dict | tuple, what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-ScheduleName = Annotated[str, _one_of(SCHEDULES, "schedule")]
-SamplingName = Annotated[str, _one_of(SAMPLERS, "sampling rule")]
-RemaskingName = Annotated[str, _one_of(REMASKING, "remasking rule")]
-CacheMode = Annotated[str, _one_of(CACHE_MODES, "cache mode")]
-CACHE_HELP = "keep finished text's keys and values between passes: none | prefix | dual (BERT/RoBERTa layouts)"
-REFRESH_HELP = "with a cache: recompute everything at the first pass of every this many blocks"
+ScheduleName = Annotated[str, _one_of(config.SCHEDULES, "schedule")]
+SamplingName = Annotated[str, _one_of(config.SAMPLING_RULES, "sampling rule")]
+RemaskingName = Annotated[str, _one_of(config.REMASKING_RULES, "remasking rule")]
+CacheMode = Annotated[str, _one_of(config.CACHE_MODES, "cache mode")]
+_DEFAULTS = {f.name: f.default for f in fields(GenerationConfig)}
+
+
+def param(name: str) -> Any:
+    """The Field of a generation parameter: default, bounds and description from GenerationConfig."""
+    b = config.bounds(name)
+    return Field(
+        _DEFAULTS[name],
+        description=config.help_of(name),
+        ge=b.get("ge"),
+        gt=b.get("gt"),
+        le=b.get("le"),
+        lt=b.get("lt"),
+    )
 
 
 class GenerateParameters(BaseModel):
+    """GenerationConfig's parameters (tests/test_config.py checks that the names and types match), and
+    two of the response's own."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    max_new_tokens: int = Field(64, ge=0, description="masks appended after the prompt")
-    steps: int = Field(16, ge=1, description="denoising steps (forward passes), at most")
-    schedule: ScheduleName = Field("cosine", description="linear | cosine | exponential | loglinear")
-    sampling: SamplingName = Field("top_p", description="greedy | temperature | top_k | top_p")
-    temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=100)
-    top_k: int = Field(
-        0,
-        ge=0,
-        description="top_k and top_p: only the k most likely tokens (0: all); top_p then keeps its nucleus inside them",
-    )
-    top_p: float = Field(0.9, gt=0, le=1)
-    remasking: RemaskingName = Field("low_confidence", description="low_confidence | random | threshold")
-    threshold: float = Field(0.9, gt=0, le=1)
-    block_length: int = Field(16, ge=0, le=100_000, description="semi-autoregressive block size; 0: one block")
-    future_masks: bool = Field(True, description="passes see later blocks' masks; false: faster on long texts")
-    cache: CacheMode = Field("none", description=CACHE_HELP)
-    cache_refresh: int = Field(1, ge=1, le=100_000, description=REFRESH_HELP)
-    seed: int | None = Field(None, ge=0, lt=2**31)
-    num_samples: int = Field(1, ge=1)
-    forbid_eos: bool = False
+    max_new_tokens: int = param("max_new_tokens")
+    steps: int = param("steps")
+    schedule: ScheduleName = param("schedule")
+    sampling: SamplingName = param("sampling")
+    temperature: float = param("temperature")
+    top_k: int = param("top_k")
+    top_p: float = param("top_p")
+    remasking: RemaskingName = param("remasking")
+    threshold: float = param("threshold")
+    block_length: int = param("block_length")
+    future_masks: bool = param("future_masks")
+    cache: CacheMode = param("cache")
+    cache_refresh: int = param("cache_refresh")
+    seed: int | None = param("seed")
+    num_samples: int = param("num_samples")
+    forbid_eos: bool = param("forbid_eos")
     details: bool = Field(True, description="include details in the response")
     model: str | None = Field(None, description="model id; default: the current model")
 
@@ -92,19 +102,20 @@ class CompletionRequest(BaseModel):
 
     model: str | None = None
     prompt: str | list[str]
+    # OpenAI's fields keep OpenAI's defaults and bounds (temperature 0 means greedy there).
     max_tokens: int = Field(16, ge=1)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     n: int = Field(1, ge=1)
     stream: bool = False
-    seed: int | None = Field(None, ge=0, lt=2**31)
-    steps: int = Field(16, ge=1)
-    schedule: ScheduleName = "cosine"
-    remasking: RemaskingName = "low_confidence"
-    block_length: int = Field(16, ge=0, le=100_000)
-    future_masks: bool = True
-    cache: CacheMode = Field("none", description=CACHE_HELP)
-    cache_refresh: int = Field(1, ge=1, le=100_000, description=REFRESH_HELP)
+    seed: int | None = param("seed")
+    steps: int = param("steps")
+    schedule: ScheduleName = param("schedule")
+    remasking: RemaskingName = param("remasking")
+    block_length: int = param("block_length")
+    future_masks: bool = param("future_masks")
+    cache: CacheMode = param("cache")
+    cache_refresh: int = param("cache_refresh")
 
     def parameters(self) -> GenerateParameters:
         greedy = self.temperature < MIN_TEMPERATURE

@@ -51,66 +51,30 @@ def _device_and_dtype(args: argparse.Namespace):  # -> tuple[torch.device, torch
 
 
 def _generation_args(p: argparse.ArgumentParser) -> None:
+    """One flag per GenerationConfig parameter, with its default, help and choices (no torch imported)."""
     from dataclasses import fields
-    from types import SimpleNamespace
 
-    from .config import CACHE_MODES, GenerationConfig
+    from .config import GenerationConfig
 
-    d = SimpleNamespace(**{f.name: f.default for f in fields(GenerationConfig)})  # no validation: no torch
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="masks appended after the prompt")
-    p.add_argument("--steps", type=int, default=d.steps, help="denoising steps (forward passes), at most")
-    p.add_argument("--schedule", default=d.schedule, help="linear | cosine | exponential | loglinear")
-    p.add_argument("--sampling", default=d.sampling, help="greedy | temperature | top_k | top_p")
-    p.add_argument("--temperature", type=float, default=d.temperature)
-    p.add_argument("--top-k", type=int, default=d.top_k)
-    p.add_argument("--top-p", type=float, default=d.top_p)
-    p.add_argument("--remasking", default=d.remasking, help="low_confidence | random | threshold")
-    p.add_argument("--threshold", type=float, default=d.threshold, help="confidence kept by --remasking threshold")
-    p.add_argument("--block-length", type=int, default=d.block_length, help="semi-autoregressive block size (0: off)")
-    p.add_argument(
-        "--no-future-masks",
-        dest="future_masks",
-        action="store_false",
-        help="each pass covers the text so far and the current block only (faster on long texts)",
-    )
-    p.add_argument(
-        "--cache",
-        default=d.cache,
-        choices=CACHE_MODES,
-        help="keep finished text's keys and values between passes (BERT/RoBERTa layouts)",
-    )
-    p.add_argument(
-        "--cache-refresh",
-        type=int,
-        default=d.cache_refresh,
-        help="with --cache: recompute everything at the first pass of every this many blocks",
-    )
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--num-samples", type=int, default=d.num_samples)
-    p.add_argument("--forbid-eos", action="store_true", help="never stop early at an end-of-text token")
+    for f in fields(GenerationConfig):
+        flag, help_text = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if f.default is True:
+            p.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_false", help=help_text)
+        elif f.default is False:
+            p.add_argument(flag, action="store_true", help=help_text)
+        else:
+            kind = type(f.default) if f.default is not None else int
+            choices = f.metadata["choices"]  # checked by GenerationConfig, whose error names the known ones
+            help_text += f": {' | '.join(choices)}" if choices else ""
+            p.add_argument(flag, type=kind, default=f.default, help=help_text)
 
 
 def generation_config(args: argparse.Namespace):  # -> GenerationConfig
+    from dataclasses import fields
+
     from .config import GenerationConfig
 
-    return GenerationConfig(
-        max_new_tokens=args.max_new_tokens,
-        steps=args.steps,
-        schedule=args.schedule,
-        sampling=args.sampling,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        remasking=args.remasking,
-        threshold=args.threshold,
-        block_length=args.block_length,
-        future_masks=args.future_masks,
-        cache=args.cache,
-        cache_refresh=args.cache_refresh,
-        seed=args.seed,
-        num_samples=args.num_samples,
-        forbid_eos=args.forbid_eos,
-    )
+    return GenerationConfig(**{f.name: getattr(args, f.name) for f in fields(GenerationConfig)})
 
 
 def build_parser() -> argparse.ArgumentParser:

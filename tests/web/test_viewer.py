@@ -147,3 +147,15 @@ def test_html_export_replays_offline(viewer, browser, tmp_path):
     offline.eval_on_selector("#scrub", "el => { el.value = 0; el.dispatchEvent(new Event('input')); }")
     assert offline.inner_text("#status").startswith(f"step 0 / {STEPS}") and offline.locator(".masked").count() > 0
     offline.close()
+
+
+def test_the_form_takes_its_choices_and_bounds_from_the_server(viewer):
+    from diffusion_core import config
+
+    _, page = viewer
+    options = page.evaluate("(id) => [...document.getElementById(id).options].map((o) => o.textContent)", "cache")
+    assert options == list(config.CACHE_MODES)
+    schedules = page.evaluate("[...document.getElementById('schedule').options].map((o) => o.textContent)")
+    assert schedules == list(config.SCHEDULES) and page.input_value("#schedule") == "cosine"
+    assert page.get_attribute("#temperature", "max") == "100" and page.get_attribute("#top_k", "min") == "0"
+    assert "keys and values" in page.get_attribute("#cache", "title")

@@ -5,6 +5,8 @@ from typing import Any
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from diffusion_core.config import parameters
+
 from ..deps import EngineDep, MetricsDep, RegistryDep, SettingsDep
 from ..errors import ApiError, public_reload_error
 
@@ -27,7 +29,8 @@ async def ready(registry: RegistryDep) -> dict[str, str]:
 
 @router.get("/info")
 async def info(settings: SettingsDep, registry: RegistryDep, engine: EngineDep) -> dict[str, Any]:
-    """The model served and every limit this server enforces."""
+    """The model served, every limit this server enforces, and the generation parameters (name, type,
+    default, bounds, choices, help) from which the viewer builds its form."""
     entry = registry.current
     limits = settings.model_dump(
         include={
@@ -64,6 +67,7 @@ async def info(settings: SettingsDep, registry: RegistryDep, engine: EngineDep) 
             "error": registry.twin_error,
         },
         "limits": limits,
+        "parameters": parameters(),
         "batching": settings.batching,
         "engine": {"active": len(engine.active), "waiting": len(engine.waiting), **vars(engine.stats)},
     }
