@@ -19,9 +19,9 @@ from diffusion_core import GenerationConfig, checkpoint, generate
 from diffusion_core.errors import CheckpointError
 from diffusion_core.manifest import MANIFEST, read_metadata, sha256
 from diffusion_core.model import load_tokenizer, max_positions, pick_device, pick_dtype
-from diffusion_core.render import TokenPieces
 from diffusion_core.starter import STARTER_AR, STARTER_DIFFUSION
 from diffusion_core.store import BASE, Store
+from diffusion_core.terminal import TokenPieces
 
 
 @dataclass(frozen=True)

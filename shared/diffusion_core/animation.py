@@ -26,7 +26,7 @@ from .config import GenerationConfig
 from .denoise import Denoiser, Frame, create_denoiser, run
 from .errors import TooLargeError
 from .manifest import write_bytes
-from .render import TokenPieces
+from .terminal import TokenPieces
 
 Message = dict[str, Any]
 

@@ -202,7 +202,7 @@ def _levels(text: str) -> tuple[float, ...] | None:
 def _generate(args: argparse.Namespace) -> int:
     from . import checkpoint
     from .denoise import create_denoiser, decode, run
-    from .render import frame_text
+    from .terminal import frame_text
 
     config = generation_config(args)
     model, tokenizer = checkpoint.load(args.model or default_model(), *_device_and_dtype(args))

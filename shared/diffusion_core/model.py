@@ -52,7 +52,7 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     """
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    from .registry import lookup
+    from .names import lookup
 
     return lookup(DTYPES, name, "dtype", "dtype")
 
@@ -174,7 +174,7 @@ def fresh_masked_lm(name: str, tokenizer: PreTrainedTokenizerBase, max_length: i
     """A randomly initialised RobertaForMaskedLM of a named size, sized to the tokenizer."""
     from transformers import RobertaConfig, RobertaForMaskedLM
 
-    from .registry import lookup
+    from .names import lookup
 
     layers, width, heads = lookup(ARCHITECTURES, name, "architecture")
     special = SpecialTokens.of(tokenizer)

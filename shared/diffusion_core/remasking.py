@@ -6,7 +6,7 @@ schedule asks to keep per row (B,), random scores (B, L) and a threshold to a ke
 
 import torch
 
-from .registry import lookup
+from .names import lookup
 
 
 def _top_per_row(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .draws import wide_device
-from .registry import lookup
+from .names import lookup
 
 NUCLEUS_CANDIDATES = (256, 2048)  # top-k sizes searched for the top-p nucleus before a full sort
 CHUNK = 256  # columns per first-stage chunk of the inverse-CDF draw

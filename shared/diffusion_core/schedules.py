@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from .registry import lookup
+from .names import lookup
 
 
 def linear(r: float) -> float:

@@ -31,8 +31,8 @@ from .model import (
     max_positions,
     pick_device,
 )
+from .names import lookup
 from .plots import line_chart
-from .registry import lookup
 from .tokenizer import train_bpe
 
 EVAL_RATES = (0.15, 0.5, 0.9)

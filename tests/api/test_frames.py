@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from diffusion_core import GenerationConfig, animation, create_denoiser, run
-from diffusion_core.render import TokenPieces
+from diffusion_core.terminal import TokenPieces
 from services.api.schemas import FrameMessage
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
