@@ -37,7 +37,7 @@ serve: $(STAMP)
 worker: $(STAMP)
 	$(BIN)/unmask worker
 
-# Every benchmark, then `unmask eval`, then docs/results.md from their records (about 40 minutes on 2 CPU cores).
+# Every benchmark, then `unmask eval`, then docs/results.md from their records (about an hour on 2 CPU cores).
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/speed.py
@@ -45,7 +45,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/sampler.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/repetition.py
+	$(BIN)/python bench/mutants.py
 	$(BIN)/unmask eval --out bench/results/eval
+	$(BIN)/unmask eval --new-tokens 256 --only default --only cache --out bench/results/eval256
 	$(BIN)/python bench/report.py
 
 clean:

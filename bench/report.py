@@ -9,7 +9,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 DOC = Path(__file__).parents[1] / "docs" / "results.md"
-ORDER = ("gpu", "speed", "threshold", "training", "sampler", "serve", "fuzz")
+ORDER = ("gpu", "speed", "threshold", "repetition", "training", "sampler", "serve", "fuzz", "mutants")
 GPU_PENDING = [
     "## Diffusion vs the twin on a GPU",
     "",
@@ -47,9 +47,28 @@ def _eval_section() -> list[str]:
     ]
 
 
+def _cache_section() -> list[str]:
+    path = RESULTS / "eval256" / "eval.json"
+    if not path.is_file():
+        return []
+    env = json.loads(path.read_text())["environment"]
+    return [
+        "## The block cache at 256 tokens: `unmask eval --only`",
+        "",
+        "`unmask eval --new-tokens 256 --only default --only cache --out bench/results/eval256` on "
+        f"{env['date']}: {env['hardware']}, {env['threads']} threads, torch {env['torch']}. The default decoding "
+        "(4 tokens per step in blocks of 16) with and without the block cache, on the same held-out prompts, "
+        "scored by the twin.",
+        "",
+        (RESULTS / "eval256" / "eval.md").read_text().strip(),
+        "",
+    ]
+
+
 def _section(name: str) -> list[str]:
     entry = json.loads((RESULTS / f"{name}.json").read_text())
     env = entry["environment"]
+    extra = ["![held-out loss against passes](img/repetition.png)", ""] if name == "repetition" else []
     return [
         f"## {entry['title']}",
         "",
@@ -60,6 +79,7 @@ def _section(name: str) -> list[str]:
         entry["output"].rstrip(),
         "```",
         "",
+        *extra,
     ]
 
 
@@ -74,6 +94,7 @@ def main() -> None:
         "",
     ]
     lines += _eval_section()
+    lines += _cache_section()
     for name in ORDER:
         if (RESULTS / f"{name}.json").is_file():
             lines += _section(name)

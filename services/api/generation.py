@@ -83,9 +83,17 @@ def frame_message(ticket: Ticket, frame: Frame) -> dict[str, Any]:
     return animation.message(frame, ticket.entry.pieces)
 
 
-def results(ticket: Ticket, params: GenerateParameters, started: float) -> list[GenerateResponse]:
+def results(
+    ticket: Ticket, params: GenerateParameters, started: float, written_only: bool = False
+) -> list[GenerateResponse]:
+    """One response per sample: the text (with written_only, only what the model wrote: the filled
+    blanks, not the text around them) and its details."""
     state = ticket.state
-    texts = decode(ticket.entry.tokenizer, state)
+    tokenizer = ticket.entry.tokenizer
+    if written_only:
+        texts = [str(tokenizer.decode(ids, skip_special_tokens=True)).strip() for ids in state.written_ids()]
+    else:
+        texts = decode(tokenizer, state)
     timings = Timings(
         total_ms=round((time.perf_counter() - started) * 1000, 2),
         forward_ms=round(state.forward_s * 1000, 2),

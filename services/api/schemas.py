@@ -104,6 +104,9 @@ class CompletionRequest(BaseModel):
     prompt: str | list[str]
     # OpenAI's fields keep OpenAI's defaults and bounds (temperature 0 means greedy there).
     max_tokens: int = Field(16, ge=1)
+    suffix: str | None = Field(
+        None, max_length=100_000, description="text after the completion: max_tokens blanks between prompt and suffix"
+    )
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     n: int = Field(1, ge=1)

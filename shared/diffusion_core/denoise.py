@@ -380,6 +380,11 @@ class Denoiser:
         rows = [row[keep].tolist() for row, keep in zip(tokens, live)]
         return [ids[: ids.index(self.special.end)] if ended else ids for ids, ended in zip(rows, self.ended.tolist())]
 
+    def written_ids(self) -> list[list[int]]:
+        """Per row: only the ids the model wrote (the filled blanks and tail), in order, end token excluded."""
+        written = (~self.fixed & (self.attention > 0) & (self.tokens != self.special.end)).cpu()
+        return [row[keep].tolist() for row, keep in zip(self.tokens.cpu(), written)]
+
     def generated_tokens(self) -> list[int]:
         """Per row: tokens the model wrote (filled slots, end token and dropped slots excluded)."""
         written = ~self.fixed & (self.attention > 0) & (self.tokens != self.special.end)

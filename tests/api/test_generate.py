@@ -156,3 +156,15 @@ def test_infilling_counts_only_the_filled_tokens(client):
     assert r.json()["details"]["generated_tokens"] == 3
     text = r.json()["generated_text"]
     assert text.startswith("the quick") and text.endswith(" fox") and text[len("the quick") : -len(" fox")].strip()
+
+
+def test_completions_with_a_suffix_fill_the_gap_between_prompt_and_suffix(client):
+    """OpenAI's `suffix`: max_tokens blanks between prompt and suffix; the text returned is the gap only."""
+    body = {"prompt": "the quick", "suffix": " over the lazy dog.", "max_tokens": 3, "seed": 2, "steps": 3}
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["text"] and "lazy dog" not in choice["text"] and "quick" not in choice["text"]
+    assert r.json()["usage"]["completion_tokens"] == 3
+    too_long = client.post("/v1/completions", json={**body, "max_tokens": 10**6})
+    assert too_long.status_code == 422 and too_long.json()["error"]["param"] == "max_tokens"

@@ -10,6 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 
+from diffusion_core import MASK_PLACEHOLDER
+
 from ..deps import EngineDep, MetricsDep, OptionalStoreDep, RegistryDep, SettingsDep
 from ..errors import ApiError
 from ..generation import resolve, results, submit
@@ -57,22 +59,28 @@ async def completions(
     engine: EngineDep,
     metrics: MetricsDep,
 ) -> dict[str, Any] | StreamingResponse:
-    """Text completions. With stream=true, one chunk per prompt when it is finished, then [DONE]:
-    diffusion does not write left to right, so there are no earlier partial texts to send."""
+    """Text completions; with `suffix`, the text between prompt and suffix (infilling). With stream=true,
+    one chunk per prompt when it is finished, then [DONE]: diffusion does not write left to right, so
+    there are no earlier partial texts to send."""
     started = time.perf_counter()
     entry = await resolve(registry, body.model)
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if not prompts or len(prompts) * body.n > settings.max_samples:
         raise ApiError(422, f"between 1 and {settings.max_samples} completions per request (prompts x n)", "prompt")
+    if body.max_tokens > settings.max_new_tokens:
+        raise ApiError(422, f"max_tokens must be at most {settings.max_new_tokens} on this server", "max_tokens")
     params = body.parameters()
-    tickets = [submit(engine, entry, settings, p, params, stream=False) for p in prompts]
+    if body.suffix is not None:  # infilling: max_tokens blanks between each prompt and the suffix
+        params = params.model_copy(update={"max_new_tokens": 0})
+    given = [p + MASK_PLACEHOLDER * body.max_tokens + body.suffix if body.suffix is not None else p for p in prompts]
+    tickets = [submit(engine, entry, settings, text, params, stream=False) for text in given]
     ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     head = {"id": ident, "object": "text_completion", "created": created, "model": entry.name}
 
     async def choices() -> AsyncIterator[dict[str, Any]]:
         for p, ticket in enumerate(tickets):
             await wait_final(ticket, request)
-            for i, r in enumerate(results(ticket, params, started)):
+            for i, r in enumerate(results(ticket, params, started, written_only=body.suffix is not None)):
                 yield _choice(p * body.n + i, r.generated_text, r.details.finish_reason if r.details else "length")
 
     if body.stream:
@@ -89,7 +97,8 @@ async def completions(
         return StreamingResponse(stream(), media_type="text/event-stream")
     out = [c async for c in choices()]
     metrics.latency.labels("/v1/completions").observe(time.perf_counter() - started)
-    prompt_tokens = sum(len(entry.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    supplied = [p + (body.suffix or "") for p in prompts]  # the text the client sent, blanks not counted
+    prompt_tokens = sum(len(entry.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in supplied)
     completion_tokens = sum(sum(t.state.generated_tokens()) for t in tickets)
     usage = {
         "prompt_tokens": prompt_tokens,
