@@ -123,3 +123,77 @@ def test_with_batching_off_the_queue_holds_max_queue_requests(tiny_checkpoint):
         return accepted
 
     assert asyncio.run(fill()) == 3, "one running and max_queue waiting, then 429"
+
+
+def test_one_model_per_pass_requests_of_two_models_never_share_a_pass(tiny_checkpoint):
+    """Two models served at once: each pass runs one of them, so passes add up instead of overlapping."""
+    a = load_entry(str(tiny_checkpoint), "cpu", "a", "v1", "float32")
+    b = load_entry(str(tiny_checkpoint), "cpu", "b", "v1", "float32")
+    config = GenerationConfig(max_new_tokens=8, steps=6, block_length=0, seed=0, forbid_eos=True)
+
+    async def together() -> tuple[int, list[int]]:
+        engine = Engine(Metrics(), max_active=8, max_queue=0)
+        tickets = [
+            engine.submit(create_denoiser(e.model, e.tokenizer, "the", config), e, stream=False) for e in (a, b, a, b)
+        ]
+        engine.start()
+        try:
+            for ticket in tickets:
+                await asyncio.wait_for(ticket.final(), 60)
+        finally:
+            engine.stop()
+        return engine.stats.forward_passes, [t.state.nfe for t in tickets]
+
+    passes, nfes = asyncio.run(together())
+    assert nfes == [6, 6, 6, 6] and passes == 12, "6 shared passes per model, never one pass for both"
+
+
+def test_admission_runs_at_most_max_active_requests_per_pass(tiny_checkpoint):
+    entry = load_entry(str(tiny_checkpoint), "cpu", "tiny", "v1", "float32")
+    config = GenerationConfig(max_new_tokens=8, steps=4, block_length=0, seed=0, forbid_eos=True)
+
+    async def go() -> Engine:
+        engine = Engine(Metrics(), max_active=2, max_queue=3)
+        states = [create_denoiser(entry.model, entry.tokenizer, "the", config) for _ in range(5)]
+        tickets = [engine.submit(s, entry, stream=False) for s in states]
+        engine.start()
+        try:
+            for ticket in tickets:
+                await asyncio.wait_for(ticket.final(), 60)
+        finally:
+            engine.stop()
+        return engine
+
+    engine = asyncio.run(go())
+    assert engine.stats.forward_passes == 12, "five requests of 4 passes, two at a time: 4 + 4 + 4"
+    assert engine.stats.rows == 20 and not engine.active and not engine.waiting
+
+
+def test_a_cancelled_request_leaves_the_batch_at_the_next_step(tiny_checkpoint):
+    entry = load_entry(str(tiny_checkpoint), "cpu", "tiny", "v1", "float32")
+    long = GenerationConfig(max_new_tokens=48, steps=48, block_length=0, seed=0, forbid_eos=True)
+    short = GenerationConfig(max_new_tokens=8, steps=4, block_length=0, seed=0, forbid_eos=True)
+    engine = Engine(Metrics(), max_active=4, max_queue=0)
+
+    async def go() -> list:
+        tickets = [
+            engine.submit(create_denoiser(entry.model, entry.tokenizer, "the", c), entry, stream=False)
+            for c in (long, short)
+        ]
+        engine.start()
+        try:
+            while engine.stats.forward_passes < 2:
+                await asyncio.sleep(0.001)
+            tickets[0].cancel()
+            await asyncio.wait_for(tickets[1].final(), 60)
+            for _ in range(200):
+                if not engine.active:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            engine.stop()
+        return tickets
+
+    tickets = asyncio.run(go())
+    assert not engine.active, "the cancelled request was retired"
+    assert tickets[0].state.nfe < 48 and engine.stats.forward_passes < 48
