@@ -159,3 +159,31 @@ def test_without_redis_job_routes_say_why_and_generation_works(client):
     response = client.get("/v1/fine_tuning/jobs")
     assert response.status_code == 503 and "REDIS_URL" in response.json()["error"]["message"]
     assert client.post("/generate", json={"inputs": "the", "parameters": {"max_new_tokens": 4}}).status_code == 200
+
+
+def test_a_validation_file_is_recorded_and_an_unknown_one_is_refused(ft_client):
+    training, validation = upload(ft_client).json(), upload(ft_client, name="held-out.txt").json()
+    body = {"model": "tiny", "training_file": training["id"], "validation_file": validation["id"]}
+    job = ft_client.post("/v1/fine_tuning/jobs", json=body, headers=AUTH)
+    assert job.status_code == 200 and job.json()["validation_file"] == validation["id"]
+    missing = ft_client.post("/v1/fine_tuning/jobs", json={**body, "validation_file": "file-" + "0" * 24}, headers=AUTH)
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "validation_file"
+
+
+def test_events_page_towards_older_ones_with_after(ft_client):
+    job = ft_client.post("/v1/fine_tuning/jobs", json={"model": "tiny", "training_texts": ["a b c"]}, headers=AUTH)
+    job_id = job.json()["id"]
+    ft_client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=AUTH)
+    every = ft_client.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 100}).json()["data"]
+    assert len(every) >= 2
+    pages, after = [], None
+    while True:
+        params = {"limit": 1, **({"after": after} if after else {})}
+        page = ft_client.get(f"/v1/fine_tuning/jobs/{job_id}/events", params=params).json()
+        pages += page["data"]
+        if not page["has_more"]:
+            break
+        after = page["data"][-1]["id"]
+    assert [e["id"] for e in pages] == [e["id"] for e in every], "one at a time, newest first, none twice"
+    unknown = ft_client.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"after": "ftevent-nope"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "after"

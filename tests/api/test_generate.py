@@ -168,3 +168,9 @@ def test_completions_with_a_suffix_fill_the_gap_between_prompt_and_suffix(client
     assert r.json()["usage"]["completion_tokens"] == 3
     too_long = client.post("/v1/completions", json={**body, "max_tokens": 10**6})
     assert too_long.status_code == 422 and too_long.json()["error"]["param"] == "max_tokens"
+
+
+def test_completions_at_temperature_0_are_greedy_whatever_the_seed(client):
+    body = {"prompt": "the quick", "max_tokens": 6, "temperature": 0, "steps": 3}
+    texts = {client.post("/v1/completions", json={**body, "seed": s}).json()["choices"][0]["text"] for s in (1, 2, 3)}
+    assert len(texts) == 1

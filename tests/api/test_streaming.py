@@ -185,3 +185,17 @@ def test_the_autoregressive_stream_shares_the_engines_capacity(server, tiny_twin
         with connect(_ws(base).replace("/ws/generate", "/ws/generate_ar")) as twin:
             twin.send(json.dumps({"inputs": "the", "parameters": {"max_new_tokens": 4}}))
             assert json.loads(twin.recv(timeout=30))["type"] == "frame", "once the place is free, it runs"
+
+
+def test_an_sse_client_that_disconnects_mid_stream_frees_its_slot(server):
+    endless = {"max_new_tokens": 4096, "steps": 4096, "block_length": 16, "forbid_eos": True}
+    with server(max_concurrent_requests=1, max_queue=0, max_new_tokens=4096, max_steps=4096) as (base, app):
+        with httpx.stream("POST", base + "/generate_stream", json={"inputs": "the", "parameters": endless}) as r:
+            first = next(line for line in r.iter_lines() if line.startswith("data:"))
+            assert json.loads(first[len("data:") :])["step"] == 0
+        deadline = time.monotonic() + 10
+        while app.state.engine.load and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert app.state.engine.load == 0, "the stream's request was cancelled when its client left"
+        assert app.state.engine.stats.forward_passes < 2048
+        assert httpx.post(base + "/generate", json={"inputs": "the", "parameters": GEN}, timeout=30).status_code == 200
