@@ -137,7 +137,7 @@ def live_server(settings: Settings) -> Iterator[tuple[str, object]]:
 def server(tiny_checkpoint):
     @contextmanager
     def build(**overrides):
-        with live_server(Settings(model=str(tiny_checkpoint), device="cpu", **overrides)) as pair:
+        with live_server(Settings(**{"model": str(tiny_checkpoint), "device": "cpu", **overrides})) as pair:
             yield pair
 
     return build

@@ -95,18 +95,13 @@ class GenerateResponse(BaseModel):
     details: Details | None = None
 
 
-class CompletionRequest(BaseModel):
-    """OpenAI's /v1/completions subset, plus unmask's denoising settings as extensions."""
+class _OpenAIRequest(BaseModel):
+    """What OpenAI's completions and chat completions share, plus unmask's denoising settings."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str | None = None
-    prompt: str | list[str]
     # OpenAI's fields keep OpenAI's defaults and bounds (temperature 0 means greedy there).
-    max_tokens: int = Field(16, ge=1)
-    suffix: str | None = Field(
-        None, max_length=100_000, description="text after the completion: max_tokens blanks between prompt and suffix"
-    )
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     n: int = Field(1, ge=1)
@@ -120,11 +115,11 @@ class CompletionRequest(BaseModel):
     cache: CacheMode = param("cache")
     cache_refresh: int = param("cache_refresh")
 
-    def parameters(self) -> GenerateParameters:
+    def generation(self, max_new_tokens: int) -> GenerateParameters:
         greedy = self.temperature < MIN_TEMPERATURE
         sampling = "greedy" if greedy else ("top_p" if self.top_p < 1 else "temperature")
         return GenerateParameters(
-            max_new_tokens=self.max_tokens,
+            max_new_tokens=max_new_tokens,
             steps=self.steps,
             schedule=self.schedule,
             sampling=sampling,
@@ -138,6 +133,48 @@ class CompletionRequest(BaseModel):
             seed=self.seed,
             num_samples=self.n,
         )
+
+
+class CompletionRequest(_OpenAIRequest):
+    """OpenAI's /v1/completions subset, plus unmask's denoising settings as extensions."""
+
+    prompt: str | list[str]
+    max_tokens: int = Field(16, ge=1)
+    suffix: str | None = Field(
+        None, max_length=100_000, description="text after the completion: max_tokens blanks between prompt and suffix"
+    )
+
+    def parameters(self) -> GenerateParameters:
+        return self.generation(self.max_tokens)
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str = Field(..., max_length=100_000)
+
+
+class ChatRequest(_OpenAIRequest):
+    """OpenAI's /v1/chat/completions subset: the prompt is the model's chat template over `messages`."""
+
+    messages: list[ChatMessage] = Field(..., min_length=1, max_length=256)
+    max_tokens: int | None = Field(None, ge=1, description="reply length (older name of max_completion_tokens)")
+    max_completion_tokens: int | None = Field(None, ge=1, description="reply length; default 64")
+    stop: str | list[str] | None = Field(None, description="up to 4 strings; the reply ends before the first")
+
+    @model_validator(mode="after")
+    def _stops(self) -> "ChatRequest":
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("stop: at most 4 non-empty strings")
+        return self
+
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def parameters(self) -> GenerateParameters:
+        return self.generation(self.max_completion_tokens or self.max_tokens or 64)
 
 
 class Hyperparameters(BaseModel):

@@ -1,4 +1,4 @@
-"""OpenAI-compatible /v1/completions and /v1/models."""
+"""OpenAI-compatible /v1/completions, /v1/chat/completions and /v1/models."""
 
 import asyncio
 import time
@@ -10,12 +10,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 
-from diffusion_core import MASK_PLACEHOLDER
+from diffusion_core import MASK_PLACEHOLDER, Frame
 
 from ..deps import EngineDep, MetricsDep, OptionalStoreDep, RegistryDep, SettingsDep
 from ..errors import ApiError
 from ..generation import resolve, results, submit
-from ..schemas import CompletionRequest
+from ..schemas import ChatRequest, CompletionRequest
 from .generate import sse, wait_final
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -106,3 +106,98 @@ async def completions(
         "total_tokens": prompt_tokens + completion_tokens,
     }
     return {**head, "choices": out, "usage": usage}
+
+
+def _chat_prompt(entry: Any, body: ChatRequest) -> str:
+    """The model's chat template over the messages, with the generation prompt; 400 without a template."""
+    tokenizer = entry.tokenizer
+    if not getattr(tokenizer, "chat_template", None):
+        raise ApiError(400, f"model {entry.name} has no chat template; use /v1/completions", "model")
+    messages = [m.model_dump() for m in body.messages]
+    text = str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    start = tokenizer.cls_token or tokenizer.bos_token  # the canvas opens with the start token itself
+    return text[len(start) :] if start and text.startswith(start) else text
+
+
+def _cut(text: str, stops: list[str]) -> tuple[str, bool]:
+    """The text before the first stop string, and whether one was found."""
+    ends = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(ends)], True) if ends else (text, False)
+
+
+def _final_text(tokenizer: Any, frame: Frame, row: int, end: int) -> str:
+    """Row's reply as far as it is final: written tokens up to the first still-masked one."""
+    tokens, masked, live = frame.tokens[row], frame.masked[row], frame.live[row]
+    ids = []
+    for k in range(frame.prompt_length, len(tokens)):
+        if masked[k] or not live[k] or int(tokens[k]) == end:
+            break
+        ids.append(int(tokens[k]))
+    return str(tokenizer.decode(ids, skip_special_tokens=True)).strip()
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatRequest,
+    request: Request,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    engine: EngineDep,
+    metrics: MetricsDep,
+) -> dict[str, Any] | StreamingResponse:
+    """Chat: the reply to `messages`, written by denoising. With stream=true, `chat.completion.chunk`
+    deltas carry the reply as it becomes final (left to right, a block once it is fully unmasked),
+    then [DONE]; the per-step frames are on the WebSocket and SSE routes."""
+    started = time.perf_counter()
+    entry = await resolve(registry, body.model)
+    if body.n > settings.max_samples:
+        raise ApiError(422, f"n must be at most {settings.max_samples} on this server", "n")
+    prompt, params, stops = _chat_prompt(entry, body), body.parameters(), body.stops()
+    ticket = submit(engine, entry, settings, prompt, params, stream=body.stream)
+    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    head = {"id": ident, "created": created, "model": entry.name}
+    end = ticket.state.special.end
+
+    if body.stream:
+
+        async def stream() -> AsyncIterator[str]:
+            sent, done = [""] * body.n, [False] * body.n
+            chunk = {**head, "object": "chat.completion.chunk"}
+            try:
+                for i in range(body.n):
+                    yield sse({**chunk, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}}]})
+                async for frame in ticket.frames():
+                    for i in range(body.n):
+                        if done[i]:
+                            continue
+                        text, stopped = _cut(_final_text(entry.tokenizer, frame, i, end), stops)
+                        if text.startswith(sent[i]) and len(text) > len(sent[i]):
+                            delta = {"content": text[len(sent[i]) :]}
+                            yield sse({**chunk, "choices": [{"index": i, "delta": delta, "finish_reason": None}]})
+                            sent[i] = text
+                        if stopped or frame.done:
+                            done[i] = True
+                            reason = "stop" if stopped or ticket.state.ended[i] else "length"
+                            yield sse({**chunk, "choices": [{"index": i, "delta": {}, "finish_reason": reason}]})
+                yield "data: [DONE]\n\n"
+            finally:
+                ticket.cancel()
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    await wait_final(ticket, request)
+    choices = []
+    for i, r in enumerate(results(ticket, params, started)):
+        text, stopped = _cut(r.generated_text, stops)
+        reason = "stop" if stopped or (r.details and r.details.finish_reason == "eos") else "length"
+        message = {"role": "assistant", "content": text}
+        choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": reason})
+    metrics.latency.labels("/v1/chat/completions").observe(time.perf_counter() - started)
+    prompt_tokens = len(entry.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    completion_tokens = sum(ticket.state.generated_tokens())
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    return {**head, "object": "chat.completion", "choices": choices, "usage": usage}

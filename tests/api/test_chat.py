@@ -1,0 +1,70 @@
+"""/v1/chat/completions through the official openai client against a real server: the prompt is the
+model's chat template, replies stream as they become final, stop strings end them."""
+
+import copy
+
+import openai
+import pytest
+
+from diffusion_core import checkpoint
+
+TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def chat_checkpoint(tmp_path_factory, tiny_model, tokenizer):
+    chatty = copy.deepcopy(tokenizer)
+    chatty.chat_template = TEMPLATE
+    return checkpoint.save(tiny_model, chatty, tmp_path_factory.mktemp("chat") / "tiny-chat", {"format": 1})
+
+
+@pytest.fixture
+def chat(server, chat_checkpoint):
+    with server(model=str(chat_checkpoint)) as (base, app):
+        yield openai.OpenAI(base_url=base + "/v1", api_key="unused"), app
+
+
+MESSAGES = [{"role": "system", "content": "be brief."}, {"role": "user", "content": "the quick brown fox"}]
+
+
+def test_chat_returns_n_replies_from_one_batched_request_with_usage(chat):
+    client, app = chat
+    before = app.state.engine.stats.forward_passes
+    reply = client.chat.completions.create(
+        model="tiny-chat", messages=MESSAGES, n=4, max_tokens=8, seed=1, extra_body={"steps": 4, "forbid_eos": True}
+    )
+    assert reply.object == "chat.completion" and [c.index for c in reply.choices] == [0, 1, 2, 3]
+    assert all(c.message.role == "assistant" and c.message.content for c in reply.choices)
+    assert 4 <= reply.usage.completion_tokens <= 32 and reply.usage.prompt_tokens > 5
+    assert app.state.engine.stats.forward_passes - before == 4, "four replies, one pass per step"
+
+
+def test_streamed_chat_sends_deltas_that_add_up_to_the_reply(chat):
+    client, _ = chat
+    request = dict(model="tiny-chat", messages=MESSAGES, max_completion_tokens=16, seed=3, temperature=0)
+    whole = client.chat.completions.create(**request).choices[0].message.content
+    chunks = list(client.chat.completions.create(**request, stream=True))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == whole and chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert sum(1 for c in chunks if c.choices[0].delta.content) >= 1
+
+
+def test_a_stop_string_ends_the_reply(chat):
+    client, _ = chat
+    request = dict(model="tiny-chat", messages=MESSAGES, max_tokens=24, seed=5, temperature=0)
+    full = client.chat.completions.create(**request).choices[0].message.content
+    stop = full.split()[1] if len(full.split()) > 1 else full[-2:]
+    cut = client.chat.completions.create(**request, stop=[stop]).choices[0]
+    assert cut.finish_reason == "stop" and cut.message.content == full[: full.find(stop)]
+
+
+def test_a_model_without_a_chat_template_is_a_400_that_says_so(server):
+    with server() as (base, _):
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model="tiny", messages=MESSAGES)
+    assert "chat template" in str(refused.value)
