@@ -70,10 +70,13 @@ class SpecialTokens:
     def of(cls, tokenizer: PreTrainedTokenizerBase) -> "SpecialTokens":
         start = _first(tokenizer.cls_token_id, tokenizer.bos_token_id)
         end = _first(tokenizer.sep_token_id, tokenizer.eos_token_id)
-        if tokenizer.mask_token_id is None or start is None or end is None:
-            raise TokenizerError("tokenizer lacks a mask, start (cls/bos) or end (sep/eos) token")
+        missing = [role for role, i in (("mask", tokenizer.mask_token_id), ("start (cls/bos)", start),
+                                        ("end (sep/eos)", end)) if i is None]  # fmt: skip
+        if missing:
+            raise TokenizerError(f"the tokenizer has no {' and no '.join(missing)} token; unmask needs one")
+        assert start is not None and end is not None
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
-        return cls(start=start, end=end, mask=tokenizer.mask_token_id, pad=pad)
+        return cls(start=start, end=end, mask=int(tokenizer.mask_token_id), pad=int(pad))
 
 
 def _first(*ids: int | None) -> int | None:
@@ -136,13 +139,25 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+# LM heads that map hidden states to logits position by position, by family: RoBERTa, BERT,
+# ModernBERT (head, then decoder), DistilBERT (transform, activation, norm, projector).
+_HEADS = (
+    ("lm_head",),
+    ("cls",),
+    ("head", "decoder"),
+    ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector"),
+)
+
+
 def split_head(model: PreTrainedModel) -> tuple[nn.Module, nn.Module] | None:
-    """(encoder, LM head) when the head can run on a subset of positions, else None."""
+    """(encoder, LM head) when the head can run on a subset of positions, else None (full passes)."""
     encoder = getattr(model, model.base_model_prefix, None)
-    for name in ("lm_head", "cls"):
-        head = getattr(model, name, None)
-        if encoder is not None and isinstance(head, nn.Module):
-            return encoder, head
+    if not isinstance(encoder, nn.Module):
+        return None
+    for names in _HEADS:
+        parts = [part for name in names if isinstance(part := getattr(model, name, None), nn.Module)]
+        if len(parts) == len(names):
+            return encoder, parts[0] if len(parts) == 1 else nn.Sequential(*parts)
     return None
 
 
