@@ -8,6 +8,7 @@ const NUMBERS = ["max_new_tokens", "steps", "temperature", "top_k", "top_p", "th
 const CHOICES = ["schedule", "sampling", "remasking", "cache"];
 
 const run = { diffusion: [], ar: [], timeline: [], index: 0, timer: null, sockets: [], lastRequest: null };
+const chat = { turns: [] }; // the conversation so far, as {role, content}
 let info = null;
 
 // ---------- server status ----------
@@ -21,7 +22,7 @@ async function loadInfo() {
     $("server").textContent = model ? `${model.id} · ${model.device}` : (info.model_error ? "model failed to load" : "loading model…");
     $("server").className = "pill " + (model ? "ok" : info.model_error ? "bad" : "");
     const twin = Boolean(info.autoregressive && info.autoregressive.loaded);
-    $("compare").disabled = !twin;
+    $("compare").disabled = !twin || chatMode();
     $("compare").parentElement.title = twin ? "" : "this server has no autoregressive twin";
     if (!model && !info.model_error) setTimeout(loadInfo, 1000);
   } catch (err) {
@@ -56,11 +57,17 @@ function applyParameters(parameters) {
 
 // ---------- rendering ----------
 
+function chatMode() {
+  return $("mode").value === "chat";
+}
+
 function renderText(container, frame) {
   container.replaceChildren();
   if (!frame) return;
   const sample = frame.samples[0];
+  const replyOnly = chatMode() && container.id === "text"; // the conversation is shown above, as turns
   sample.tokens.forEach((piece, k) => {
+    if (replyOnly && sample.fixed[k]) return;
     if (sample.masked[k]) {
       const box = document.createElement("span");
       box.className = "masked";
@@ -101,7 +108,32 @@ function finalText() {
   const last = run.diffusion[run.diffusion.length - 1];
   if (!last) return "";
   const s = last.samples[0];
-  return s.tokens.map((p, k) => (s.masked[k] ? "" : p)).join("").trim();
+  const skip = (k) => s.masked[k] || (chatMode() && s.fixed[k]);
+  return s.tokens.map((p, k) => (skip(k) ? "" : p)).join("").trim();
+}
+
+function renderConversation() {
+  $("turns").replaceChildren(...chat.turns.map((turn) => {
+    const item = document.createElement("li");
+    item.className = turn.role;
+    const who = document.createElement("b");
+    who.textContent = turn.role === "user" ? "you" : "model";
+    item.append(who, turn.content);
+    return item;
+  }));
+}
+
+function setMode() {
+  const chatting = chatMode();
+  $("conversation").hidden = !chatting;
+  $("prompt-label").textContent = chatting ? "Your message" : "Prompt";
+  if (chatting) {
+    $("compare").checked = false;
+    $("prompt").value = "";
+    $("prompt").placeholder = "Say something to the model";
+  }
+  $("compare").disabled = chatting || !(info && info.autoregressive && info.autoregressive.loaded);
+  renderText($("text"), null);
 }
 
 // ---------- errors ----------
@@ -127,6 +159,7 @@ function request() {
   for (const name of CHOICES) parameters[name] = $(name).value;
   if ($("seed").value !== "") parameters.seed = Number($("seed").value);
   parameters.future_masks = $("future_masks").checked;
+  if (chatMode()) return { messages: [...chat.turns, { role: "user", content: $("prompt").value }], parameters };
   return { inputs: $("prompt").value, parameters };
 }
 
@@ -178,6 +211,11 @@ async function generate(body) {
     await Promise.all(jobs);
     buildTimeline();
     $("replay").hidden = false;
+    if (body.messages) {
+      chat.turns = [...body.messages, { role: "assistant", content: finalText() }];
+      renderConversation();
+      $("prompt").value = "";
+    }
   } catch (err) {
     showError(err.message || String(err), err.retry);
   } finally {
@@ -233,13 +271,19 @@ function togglePlayback() {
 
 // ---------- exports ----------
 
+function exportTitle() {
+  const last = run.lastRequest;
+  if (!last) return "";
+  return last.messages ? last.messages[last.messages.length - 1].content : last.inputs;
+}
+
 async function download(path, name) {
   clearError();
   try {
     const response = await fetch(path, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ frames: run.diffusion, title: "unmask: " + (run.lastRequest ? run.lastRequest.inputs : "") }),
+      body: JSON.stringify({ frames: run.diffusion, title: "unmask: " + exportTitle() }),
     });
     if (!response.ok) throw new Error((await response.json()).error.message);
     const url = URL.createObjectURL(await response.blob());
@@ -415,6 +459,8 @@ $("form").addEventListener("submit", (e) => {
   generate(request());
 });
 $("retry").onclick = () => run.lastRequest && generate(run.lastRequest);
+$("mode").onchange = setMode;
+$("clear-chat").onclick = () => { chat.turns = []; renderConversation(); renderText($("text"), null); };
 $("play").onclick = togglePlayback;
 $("prev").onclick = () => { stopPlayback(); show(run.index - 1); };
 $("next").onclick = () => { stopPlayback(); show(run.index + 1); };

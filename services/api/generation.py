@@ -21,7 +21,7 @@ from .config import Settings
 from .engine import Engine, Overloaded, Ticket
 from .errors import ApiError, from_core
 from .registry import ModelEntry, ModelRegistry
-from .schemas import Details, GenerateParameters, GenerateResponse, Timings
+from .schemas import ChatMessage, Details, GenerateParameters, GenerateRequest, GenerateResponse, Timings
 
 
 async def resolve(registry: ModelRegistry, name: str | None, param: str = "model") -> ModelEntry:
@@ -43,6 +43,25 @@ async def resolve(registry: ModelRegistry, name: str | None, param: str = "model
         return await asyncio.to_thread(registry.version, record["version"])
     except CheckpointError as exc:
         raise ApiError(503, f"model {name!r} cannot be served: {exc}", param) from None
+
+
+def chat_prompt(entry: ModelEntry, messages: list[ChatMessage]) -> str:
+    """The model's chat template over the messages, with the generation prompt; 400 without a template."""
+    tokenizer = entry.tokenizer
+    if not getattr(tokenizer, "chat_template", None):
+        raise ApiError(400, f"model {entry.name} has no chat template; send a prompt instead", "messages")
+    text = str(
+        tokenizer.apply_chat_template([m.model_dump() for m in messages], tokenize=False, add_generation_prompt=True)
+    )
+    start = tokenizer.cls_token or tokenizer.bos_token  # the canvas opens with the start token itself
+    return text[len(start) :] if start and text.startswith(start) else text
+
+
+def prompt_of(entry: ModelEntry, body: GenerateRequest) -> str:
+    """The request's prompt: `inputs`, or its `messages` through the chat template."""
+    if body.messages is not None:
+        return chat_prompt(entry, body.messages)
+    return body.inputs or ""
 
 
 def check_limits(settings: Settings, params: GenerateParameters, prefix: str = "parameters") -> None:

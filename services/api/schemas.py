@@ -3,7 +3,7 @@
 from dataclasses import fields
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from diffusion_core import config
 from diffusion_core.animation import MAX_FRAMES
@@ -68,11 +68,33 @@ class GenerateParameters(BaseModel):
     model: str | None = Field(None, description="model id; default: the current model")
 
 
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str = Field(..., max_length=100_000)
+
+
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    inputs: str = Field(..., max_length=100_000, description="prompt; each <mask> is one token to fill in place")
+    messages: list[ChatMessage] | None = Field(
+        None, min_length=1, max_length=256, description="instead of inputs: a conversation, through the chat template"
+    )
+    inputs: str | None = Field(
+        None,
+        max_length=100_000,
+        validate_default=True,
+        description="prompt; each <mask> is one token to fill in place",
+    )
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
+
+    @field_validator("inputs")
+    @classmethod
+    def _one_prompt(cls, inputs: str | None, info: ValidationInfo) -> str | None:
+        if (inputs is None) == (info.data.get("messages") is None):
+            raise ValueError("give exactly one of inputs (a prompt) or messages (a conversation)")
+        return inputs
 
 
 class Timings(BaseModel):
@@ -146,13 +168,6 @@ class CompletionRequest(_OpenAIRequest):
 
     def parameters(self) -> GenerateParameters:
         return self.generation(self.max_tokens)
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str = Field(..., max_length=100_000)
 
 
 class ChatRequest(_OpenAIRequest):

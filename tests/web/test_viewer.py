@@ -159,3 +159,39 @@ def test_the_form_takes_its_choices_and_bounds_from_the_server(viewer):
     assert schedules == list(config.SCHEDULES) and page.input_value("#schedule") == "cosine"
     assert page.get_attribute("#temperature", "max") == "100" and page.get_attribute("#top_k", "min") == "0"
     assert "keys and values" in page.get_attribute("#cache", "title")
+
+
+@pytest.fixture
+def chat_viewer(server, page, tiny_model, tokenizer, tmp_path):
+    import copy
+
+    from diffusion_core import checkpoint
+
+    chatty = copy.deepcopy(tokenizer)
+    chatty.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    path = checkpoint.save(tiny_model, chatty, tmp_path / "tiny-chat", {"format": 1})
+    with server(model=str(path)) as (base, _):
+        page.goto(base + "/")
+        page.wait_for_function("document.getElementById('server').classList.contains('ok')")
+        yield base, page
+
+
+def test_chat_mode_denoises_each_reply_live_and_keeps_the_conversation(chat_viewer):
+    _, page = chat_viewer
+    page.select_option("#mode", "chat")
+    assert page.is_visible("#conversation") and page.is_disabled("#compare")
+    for turn, message in enumerate(["the quick brown fox", "a journey of a thousand"], 1):
+        page.fill("#prompt", message)
+        page.fill("#max_new_tokens", "8")
+        page.fill("#steps", "4")
+        page.evaluate(RECORD_COUNTERS)
+        page.click("#generate")
+        page.wait_for_function(f"document.querySelectorAll('#turns li').length === {2 * turn}", timeout=60_000)
+        received = page.evaluate("run.diffusion.map((frame) => frame.step)")
+        assert received == list(range(5)), "every step of the reply streamed"
+        assert page.locator("#text .prompt").count() == 0, "the reply pane shows the reply, not the template"
+    turns = page.locator("#turns li")
+    assert [turns.nth(i).get_attribute("class") for i in range(4)] == ["user", "assistant", "user", "assistant"]
+    assert "a journey of a thousand" in turns.nth(2).inner_text() and turns.nth(3).inner_text().startswith("model")
+    sent = page.evaluate("run.lastRequest.messages.map((m) => m.role)")
+    assert sent == ["user", "assistant", "user"], "the second reply was asked with the whole conversation"

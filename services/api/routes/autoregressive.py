@@ -35,6 +35,8 @@ async def ws_generate_ar(
     try:
         body = await receive_request(websocket, settings)
         check_limits(settings, body.parameters)
+        if body.inputs is None:
+            raise ApiError(422, "the autoregressive twin takes a prompt (inputs), not messages", "messages")
         twin = registry.twin
         if twin is None:
             reason = registry.twin_error or "this server has no autoregressive model (set UNMASK_AR_MODEL)"
@@ -52,7 +54,7 @@ async def ws_generate_ar(
 
 
 async def _stream(websocket: WebSocket, twin: Twin, body: GenerateRequest, metrics: MetricsDep) -> None:
-    params = body.parameters
+    params, prompt = body.parameters, body.inputs or ""
     seed = params.seed if params.seed is not None else secrets.randbits(31)
     queue: asyncio.Queue[Any] = asyncio.Queue()
     loop = asyncio.get_running_loop()
@@ -62,7 +64,7 @@ async def _stream(websocket: WebSocket, twin: Twin, body: GenerateRequest, metri
     def produce() -> None:
         try:
             frames = animation.ar_messages(
-                twin.model, twin.tokenizer, body.inputs, params.max_new_tokens, params.top_p, params.temperature, seed
+                twin.model, twin.tokenizer, prompt, params.max_new_tokens, params.top_p, params.temperature, seed
             )
             for frame in frames:
                 if stop.is_set():

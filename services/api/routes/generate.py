@@ -15,7 +15,7 @@ from ..defaults import DISCONNECT_POLL_S
 from ..deps import EngineDep, MetricsDep, RegistryDep, SettingsDep
 from ..engine import Ticket
 from ..errors import ApiError
-from ..generation import frame_message, resolve, results, submit
+from ..generation import frame_message, prompt_of, resolve, results, submit
 from ..schemas import GenerateRequest, GenerateResponse
 
 router = APIRouter(tags=["generate"])
@@ -49,7 +49,7 @@ async def generate(
     """Denoise to the end and return the text (a list when num_samples > 1)."""
     started = time.perf_counter()
     entry = await resolve(registry, body.parameters.model, "parameters.model")
-    ticket = submit(engine, entry, settings, body.inputs, body.parameters, stream=False)
+    ticket = submit(engine, entry, settings, prompt_of(entry, body), body.parameters, stream=False)
     await wait_final(ticket, request)
     metrics.latency.labels("/generate").observe(time.perf_counter() - started)
     out = results(ticket, body.parameters, started)
@@ -67,7 +67,7 @@ async def generate_stream(
     """Server-Sent Events: the step-0 canvas and one `frame` event per step, then a `done` event."""
     started = time.perf_counter()
     entry = await resolve(registry, body.parameters.model, "parameters.model")
-    ticket = submit(engine, entry, settings, body.inputs, body.parameters, stream=True)
+    ticket = submit(engine, entry, settings, prompt_of(entry, body), body.parameters, stream=True)
 
     async def events() -> AsyncIterator[str]:
         try:
@@ -95,7 +95,7 @@ async def ws_generate(
     try:
         body = await receive_request(websocket, settings)
         entry = await resolve(registry, body.parameters.model, "parameters.model")
-        ticket = submit(engine, entry, settings, body.inputs, body.parameters, stream=True)
+        ticket = submit(engine, entry, settings, prompt_of(entry, body), body.parameters, stream=True)
     except ApiError as exc:
         await close_with_error(websocket, exc, metrics)
         return

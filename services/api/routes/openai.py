@@ -14,7 +14,7 @@ from diffusion_core import MASK_PLACEHOLDER, Frame
 
 from ..deps import EngineDep, MetricsDep, OptionalStoreDep, RegistryDep, SettingsDep
 from ..errors import ApiError
-from ..generation import resolve, results, submit
+from ..generation import chat_prompt, resolve, results, submit
 from ..schemas import ChatRequest, CompletionRequest
 from .generate import sse, wait_final
 
@@ -108,17 +108,6 @@ async def completions(
     return {**head, "choices": out, "usage": usage}
 
 
-def _chat_prompt(entry: Any, body: ChatRequest) -> str:
-    """The model's chat template over the messages, with the generation prompt; 400 without a template."""
-    tokenizer = entry.tokenizer
-    if not getattr(tokenizer, "chat_template", None):
-        raise ApiError(400, f"model {entry.name} has no chat template; use /v1/completions", "model")
-    messages = [m.model_dump() for m in body.messages]
-    text = str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-    start = tokenizer.cls_token or tokenizer.bos_token  # the canvas opens with the start token itself
-    return text[len(start) :] if start and text.startswith(start) else text
-
-
 def _cut(text: str, stops: list[str]) -> tuple[str, bool]:
     """The text before the first stop string, and whether one was found."""
     ends = [i for i in (text.find(s) for s in stops) if i >= 0]
@@ -152,7 +141,7 @@ async def chat_completions(
     entry = await resolve(registry, body.model)
     if body.n > settings.max_samples:
         raise ApiError(422, f"n must be at most {settings.max_samples} on this server", "n")
-    prompt, params, stops = _chat_prompt(entry, body), body.parameters(), body.stops()
+    prompt, params, stops = chat_prompt(entry, body.messages), body.parameters(), body.stops()
     ticket = submit(engine, entry, settings, prompt, params, stream=body.stream)
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     head = {"id": ident, "created": created, "model": entry.name}
