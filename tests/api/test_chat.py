@@ -68,3 +68,18 @@ def test_a_model_without_a_chat_template_is_a_400_that_says_so(server):
         with pytest.raises(openai.BadRequestError) as refused:
             client.chat.completions.create(model="tiny", messages=MESSAGES)
     assert "chat template" in str(refused.value)
+
+
+def test_the_openai_client_fills_a_gap_with_suffix(server):
+    with server() as (base, _):
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
+        filled = client.completions.create(
+            model="tiny",
+            prompt="the quick",
+            suffix=" over the lazy dog.",
+            max_tokens=3,
+            seed=1,
+            extra_body={"steps": 3},
+        )
+    assert filled.choices[0].text and "lazy" not in filled.choices[0].text
+    assert filled.usage.completion_tokens == 3
