@@ -42,7 +42,7 @@ def diffusion_curve() -> dict[str, list[tuple[float, float]]]:
 
 def twin_curve() -> list[tuple[float, float]]:
     training = checkpoint.read_metadata(STARTER_AR)["training"]
-    return [(point["passes"], point["held_out_loss"]) for point in training.get("curve", [])[1:]]
+    return [(p["passes"], p["held_out_loss"]) for p in training.get("curve", []) if p["passes"] > 0]
 
 
 def main() -> None:

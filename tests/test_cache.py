@@ -2,6 +2,7 @@
 canvas; a stale cache is an approximation whose size is measured; other layouts run full passes."""
 
 import logging
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from diffusion_core.starter import STARTER_DIFFUSION
 
 def _canvas(model, tokenizer, text: str, config: GenerationConfig, passes: int):
     """The window after `passes` uncached passes (so the canvas holds text and masks)."""
-    state = create_denoiser(model, tokenizer, text, config)
+    state = create_denoiser(model, tokenizer, text, replace(config, cache="none"))
     with inference(state.device):
         for _ in range(passes):
             state.advance(forward(model, state.request()))
@@ -86,7 +87,9 @@ def test_a_stale_cache_changes_the_logits(starter):
 @pytest.mark.parametrize("text", ["the quick brown", "she sells <mask> shells by the <mask>"])
 def test_with_one_pass_per_block_and_a_refresh_each_block_the_text_is_unchanged(tiny_model, tokenizer, mode, text):
     """Every pass is then a refresh: the cache's own layer loop must reproduce the model's forward."""
-    base = GenerationConfig(max_new_tokens=24, steps=3, block_length=8, num_samples=3, seed=4, forbid_eos=True)
+    base = GenerationConfig(
+        max_new_tokens=24, steps=3, block_length=8, num_samples=3, seed=4, forbid_eos=True, cache="none"
+    )
     plain = generate(tiny_model, tokenizer, text, base)
     cached = generate(tiny_model, tokenizer, text, GenerationConfig(**{**vars(base), "cache": mode}))
     assert cached.texts == plain.texts and cached.nfe == plain.nfe == len(
@@ -116,7 +119,8 @@ def test_cached_generation_fills_every_slot_in_the_planned_passes(tiny_model, to
     assert all(n == 32 for n in state.generated_tokens())
 
 
-def test_a_model_of_another_layout_runs_full_passes_with_one_notice(tokenizer, caplog):
+def test_a_model_of_another_layout_runs_full_passes_with_one_notice(tokenizer, caplog, monkeypatch):
+    monkeypatch.setattr("diffusion_core.cache._warned", set())  # as in a fresh process
     config = DistilBertConfig(
         vocab_size=len(tokenizer),
         dim=32,
@@ -129,7 +133,7 @@ def test_a_model_of_another_layout_runs_full_passes_with_one_notice(tokenizer, c
     torch.manual_seed(0)
     model = DistilBertForMaskedLM(config).eval()
     assert layers_of(model) is None
-    request = GenerationConfig(max_new_tokens=8, steps=4, block_length=4, seed=0, forbid_eos=True)
+    request = GenerationConfig(max_new_tokens=8, steps=4, block_length=4, seed=0, forbid_eos=True, cache="none")
     with caplog.at_level(logging.WARNING, logger="unmask"):
         cached = [
             generate(model, tokenizer, "the", GenerationConfig(**{**vars(request), "cache": "dual"})) for _ in range(2)
