@@ -39,7 +39,7 @@ VARIANTS = (
     Variant("bf16", torch.bfloat16, {}),
     Variant("bf16 temp", torch.bfloat16, {"sampling": "temperature"}),
     Variant("bf16 no-fut", torch.bfloat16, {"future_masks": False}),
-    Variant("bf16 no-cache", torch.bfloat16, {"cache": "none"}),
+    Variant("bf16 dual", torch.bfloat16, {"cache": "dual"}),
     Variant("bf16 dual r4", torch.bfloat16, {"cache": "dual", "cache_refresh": 4}),
 )
 DEFAULT = "bf16"  # the variant whose share of time in the model and forward limit are shown

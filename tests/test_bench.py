@@ -17,7 +17,7 @@ def test_gpu_bench_quick_prints_a_row_per_case_with_every_column():
     assert out.startswith("device: CPU")
     rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["16"]]
     assert [r[1] for r in rows] == ["1", "2"]
-    assert "no-cache" in out.splitlines()[1], "the cache's baseline is among the variants"
+    assert "dual" in out.splitlines()[1], "the block cache is among the variants"
     for row in rows:
         speeds, share, of_limit, ratio = row[2:-6], float(row[-6]), row[-4], row[-1]
         assert len(speeds) == 6

@@ -41,7 +41,7 @@ class GenerationConfig:
     block_length: int = _param(16, "semi-autoregressive blocks of this many tokens (0: one block)", ge=0, le=100_000)
     future_masks: bool = _param(True, "passes see later blocks' masks; false: the text so far and this block (faster)")
     cache: str = _param(
-        "dual", "keep finished text's keys and values between passes (BERT/RoBERTa layouts)", CACHE_MODES
+        "none", "keep finished text's keys and values between passes (BERT/RoBERTa layouts)", CACHE_MODES
     )
     cache_refresh: int = _param(
         1, "with a cache: recompute everything at the first pass of every this many blocks", ge=1, le=100_000

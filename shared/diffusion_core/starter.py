@@ -8,6 +8,7 @@ same blocks with the same tokenizer.
 
 import importlib.util
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -169,8 +170,13 @@ def evaluate(out: Path, corpus: Path, samples_per_prompt: int = 4) -> dict[str, 
     from .collator import DiffusionCollator
 
     collator = DiffusionCollator(special.mask, (special.start, special.pad))
-    losses = {r: masked_token_loss(model, held_out, collator, r) for r in elbo_rates()}
-    report = {r: masked_token_loss(model, held_out, collator, r) for r in (0.15, 0.5, 0.9)}
+    every = math.ceil(len(held_out) / 16)  # the whole held-out split, as training evaluates it at batch 256
+
+    def loss_at(rate: float) -> float:
+        return masked_token_loss(model, held_out, collator, rate, batch_size=16, max_batches=every)
+
+    losses = {r: loss_at(r) for r in elbo_rates()}
+    report = {r: loss_at(r) for r in (0.15, 0.5, 0.9)}
     prompts = [p for p in SAMPLE_PROMPTS for _ in range(samples_per_prompt)]
     from .assessment import ar_run, diffusion_run
 
@@ -180,7 +186,7 @@ def evaluate(out: Path, corpus: Path, samples_per_prompt: int = 4) -> dict[str, 
         "held_out_loss": {f"{r:.2f}": round(v, 4) for r, v in report.items()},
         "elbo_nll_per_token": round(elbo_nll(losses), 4),
         "elbo_ppl_bound": round(float(torch.tensor(elbo_nll(losses)).exp()), 2),
-        "ar_held_out_loss": round(held_out_loss(twin, held_out), 4),
+        "ar_held_out_loss": round(held_out_loss(twin, held_out, max_batches=None), 4),
         "sampling": {k: v for k, v in vars(SAMPLING).items() if k != "seed"},
         "diffusion_samples": sample_metrics(twin, tokenizer, prompts, diffusion_texts, diffusion_s),
         "ar_samples": sample_metrics(twin, tokenizer, prompts, ar_texts, ar_s),
