@@ -180,7 +180,7 @@ class ChatRequest(_OpenAIRequest):
 
     @model_validator(mode="after")
     def _stops(self) -> "ChatRequest":
-        stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        stops = self.stops()
         if len(stops) > 4 or any(not s for s in stops):
             raise ValueError("stop: at most 4 non-empty strings")
         return self

@@ -380,15 +380,17 @@ class Denoiser:
         rows = [row[keep].tolist() for row, keep in zip(tokens, live)]
         return [ids[: ids.index(self.special.end)] if ended else ids for ids, ended in zip(rows, self.ended.tolist())]
 
+    def _written(self) -> torch.Tensor:
+        """(B, T): slots the model filled that are part of the text, the end token excluded."""
+        return ~self.fixed & (self.attention > 0) & (self.tokens != self.special.end)
+
     def written_ids(self) -> list[list[int]]:
-        """Per row: only the ids the model wrote (the filled blanks and tail), in order, end token excluded."""
-        written = (~self.fixed & (self.attention > 0) & (self.tokens != self.special.end)).cpu()
-        return [row[keep].tolist() for row, keep in zip(self.tokens.cpu(), written)]
+        """Per row: only the ids the model wrote (the filled blanks and tail), in order."""
+        return [row[keep].tolist() for row, keep in zip(self.tokens.cpu(), self._written().cpu())]
 
     def generated_tokens(self) -> list[int]:
-        """Per row: tokens the model wrote (filled slots, end token and dropped slots excluded)."""
-        written = ~self.fixed & (self.attention > 0) & (self.tokens != self.special.end)
-        return written.sum(-1).tolist()
+        """Per row: how many tokens the model wrote (end token and dropped slots excluded)."""
+        return self._written().sum(-1).tolist()
 
     def finish_reasons(self) -> list[str]:
         return ["eos" if e else "length" for e in self.ended.tolist()]

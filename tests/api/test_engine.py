@@ -13,6 +13,16 @@ from services.api.registry import load_entry
 PROMPTS = ["the", "the quick brown", "a journey of a thousand", "all that glitters", "she sells <mask> shells"]
 
 
+async def _finish(engine: Engine, tickets: list) -> None:
+    """Start the engine on tickets queued before it runs, wait for every final frame, stop it."""
+    engine.start()
+    try:
+        for ticket in tickets:
+            await asyncio.wait_for(ticket.final(), 60)
+    finally:
+        engine.stop()
+
+
 def _neighbours() -> list[tuple[str, GenerationConfig]]:
     """Fifteen other requests: other prompts, lengths, blocks, rules and seeds, so rows sit at other columns."""
     out = []
@@ -46,12 +56,7 @@ def test_a_request_writes_the_same_text_alone_and_inside_a_batch_of_16(tiny_chec
         requests = _neighbours()[:7] + [target] + _neighbours()[7:]
         states = [create_denoiser(entry.model, entry.tokenizer, text, config) for text, config in requests]
         tickets = [engine.submit(state, entry, stream=False) for state in states]  # all queued before it starts
-        engine.start()
-        try:
-            for ticket in tickets:
-                await asyncio.wait_for(ticket.final(), 60)
-        finally:
-            engine.stop()
+        await _finish(engine, tickets)
         assert engine.stats.forward_passes == max(s.nfe for s in states), "all 16 ran in every pass, together"
         return decode(entry.tokenizer, states[7])
 
@@ -136,12 +141,7 @@ def test_one_model_per_pass_requests_of_two_models_never_share_a_pass(tiny_check
         tickets = [
             engine.submit(create_denoiser(e.model, e.tokenizer, "the", config), e, stream=False) for e in (a, b, a, b)
         ]
-        engine.start()
-        try:
-            for ticket in tickets:
-                await asyncio.wait_for(ticket.final(), 60)
-        finally:
-            engine.stop()
+        await _finish(engine, tickets)
         return engine.stats.forward_passes, [t.state.nfe for t in tickets]
 
     passes, nfes = asyncio.run(together())
@@ -156,12 +156,7 @@ def test_admission_runs_at_most_max_active_requests_per_pass(tiny_checkpoint):
         engine = Engine(Metrics(), max_active=2, max_queue=3)
         states = [create_denoiser(entry.model, entry.tokenizer, "the", config) for _ in range(5)]
         tickets = [engine.submit(s, entry, stream=False) for s in states]
-        engine.start()
-        try:
-            for ticket in tickets:
-                await asyncio.wait_for(ticket.final(), 60)
-        finally:
-            engine.stop()
+        await _finish(engine, tickets)
         return engine
 
     engine = asyncio.run(go())

@@ -46,6 +46,11 @@ async def list_models(registry: RegistryDep, store: OptionalStoreDep) -> dict[st
     return {"object": "list", "data": data, **({"partial": True} if partial else {})}
 
 
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    total = prompt_tokens + completion_tokens
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": total}
+
+
 def _choice(index: int, text: str, reason: str) -> dict[str, Any]:
     return {"text": text, "index": index, "logprobs": None, "finish_reason": "stop" if reason == "eos" else "length"}
 
@@ -100,12 +105,7 @@ async def completions(
     supplied = [p + (body.suffix or "") for p in prompts]  # the text the client sent, blanks not counted
     prompt_tokens = sum(len(entry.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in supplied)
     completion_tokens = sum(sum(t.state.generated_tokens()) for t in tickets)
-    usage = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-    return {**head, "choices": out, "usage": usage}
+    return {**head, "choices": out, "usage": _usage(prompt_tokens, completion_tokens)}
 
 
 def _cut(text: str, stops: list[str]) -> tuple[str, bool]:
@@ -184,9 +184,4 @@ async def chat_completions(
     metrics.latency.labels("/v1/chat/completions").observe(time.perf_counter() - started)
     prompt_tokens = len(entry.tokenizer(prompt, add_special_tokens=False)["input_ids"])
     completion_tokens = sum(ticket.state.generated_tokens())
-    usage = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-    return {**head, "object": "chat.completion", "choices": choices, "usage": usage}
+    return {**head, "object": "chat.completion", "choices": choices, "usage": _usage(prompt_tokens, completion_tokens)}
