@@ -144,3 +144,25 @@ def test_the_starter_recipe_follows_the_device_and_takes_overrides():
     assert (gpu.batch_size, gpu.learning_rate, gpu.warmup_steps, gpu.max_steps) == (256, 2e-4, 50, 4530)
     cpu = recipe_for(torch.device("cpu"), batch_size=8, max_steps=None)
     assert (cpu.batch_size, cpu.learning_rate, cpu.max_steps, cpu.minutes) == (8, 3e-4, 0, 75.0)
+
+
+def test_the_starter_twin_continued_from_its_snapshot_carries_its_curve_and_stages(tiny_model, tokenizer, tmp_path):
+    from diffusion_core.autoregressive import TwinTraining
+    from diffusion_core.starter import train_ar_twin
+
+    checkpoint.save(tiny_model, tokenizer, tmp_path / "out" / "diffusion", {"format": 1, "data": {"tokens": 1}})
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "text.txt").write_text("\n\n".join(PAIR * 150))
+    out = tmp_path / "out"
+    first = checkpoint.read_metadata(train_ar_twin(corpus, out, TwinTraining(max_passes=1, evals_per_pass=1)))
+    steps = first["training"]["steps"]
+    assert [p["passes"] for p in first["training"]["curve"]] == [0, 1.0]
+    more = TwinTraining(max_passes=2, evals_per_pass=1)
+    training = checkpoint.read_metadata(train_ar_twin(corpus, out, more, start_from=out / "ar"))["training"]
+    assert [p["passes"] for p in training["curve"]] == [0, 1.0, 2.0]
+    assert training["steps"] == 2 * steps and len(training["stages"]) == 2
+    assert training["stages"][0]["steps"] == steps and "curve" not in training["stages"][0]
+    assert training["stages"][1]["continued_from"]["step"] == steps
+    with pytest.raises(InputError, match="no best snapshot"):
+        train_ar_twin(corpus, out, more, start_from=out / "diffusion")

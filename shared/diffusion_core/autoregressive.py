@@ -72,31 +72,44 @@ def train_twin(
     blocks: Blocks,
     held_out: Blocks,
     plan: TwinTraining,
-    on_best: Callable[[dict[str, float]], object] | None = None,
+    on_best: Callable[[list[dict[str, float]]], object] | None = None,
+    start: tuple[int, int] = (0, 0),
 ) -> dict[str, Any]:
     """Train until the held-out loss stops improving; returns a summary with the held-out curve.
 
-    `on_best(point)` runs after each new best evaluation (e.g. to save a snapshot)."""
+    `on_best(curve)` runs after each new best evaluation, the curve so far ending at it (e.g. to
+    save a snapshot). `start` (step,
+    tokens) continues a run whose weights `model` holds from that step: the learning-rate schedule
+    and the block order go on as the uninterrupted run's would; the optimizer starts afresh, so
+    the learning rate warms up again."""
     generator = torch.Generator().manual_seed(plan.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
     device = next(model.parameters()).device
     steps_per_pass = math.ceil(len(blocks) / plan.batch_size)
     total = max(1, round(plan.max_passes * steps_per_pass))
     eval_every = max(1, steps_per_pass // plan.evals_per_pass)
-    started, step, tokens, since_best = time.perf_counter(), 0, 0, 0
-    curve = [_point(model, held_out, 0, 0, steps_per_pass, started)]
+
+    def order() -> list[torch.Tensor]:
+        return list(torch.randperm(len(blocks), generator=generator).split(plan.batch_size))
+
+    (step, tokens), first, since_best = start, start[0], 0
+    passes_done, into_pass = divmod(step, steps_per_pass)
+    for _ in range(passes_done):
+        order()  # the orders of the passes already trained
+    batches: Iterator[torch.Tensor] = iter(order()[into_pass:] if into_pass else ())
+    started = time.perf_counter()
+    curve = [_point(model, held_out, step, tokens, steps_per_pass, started)]
     best, best_state = curve[0], _copy_state(model)
-    batches: Iterator[torch.Tensor] = iter(())
-    bar = tqdm(desc="AR twin", unit="step", total=total)
+    bar = tqdm(desc="AR twin", unit="step", total=total, initial=step)
     model.train()
     while step < total and since_best < plan.patience and time.perf_counter() - started < plan.time_limit_s:
         if step % steps_per_pass == 0:
-            batches = iter(torch.randperm(len(blocks), generator=generator).split(plan.batch_size))
+            batches = iter(order())
         index = next(batches)
         ids, attn = blocks.input_ids[index].to(device), blocks.attention_mask[index].to(device)
         progress = max(step / total, (time.perf_counter() - started) / plan.time_limit_s)
         for group in optimizer.param_groups:  # linear warm-up, then cosine from 1.0 down to 0.1
-            warm = min(1.0, (step + 1) / plan.warmup_steps)
+            warm = min(1.0, (step - first + 1) / plan.warmup_steps)
             group["lr"] = plan.learning_rate * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=plan.autocast):
             loss = causal_loss(model, ids, attn)
@@ -113,7 +126,7 @@ def train_twin(
             if curve[-1]["held_out_loss"] < best["held_out_loss"]:
                 best, best_state, since_best = curve[-1], _copy_state(model), 0
                 if on_best is not None:
-                    on_best(best)
+                    on_best(curve)
             else:
                 since_best += 1
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", held_out=f"{curve[-1]['held_out_loss']:.3f}")

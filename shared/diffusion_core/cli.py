@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--from",
         dest="start_from",
         default=None,
-        help="continue this diffusion checkpoint (e.g. models/starter/diffusion) instead of the MiniLM encoder",
+        help="build: continue this diffusion checkpoint (e.g. models/starter/diffusion) instead of the MiniLM"
+        " encoder; twin: continue this twin (e.g. models/starter/ar) from its best snapshot",
     )
     s.add_argument("--batch-size", type=int, default=None, help="blocks per step (cpu: 16, cuda: 256)")
     s.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (cpu: 3e-4, cuda: 2e-4)")
@@ -279,7 +280,8 @@ def _starter(args: argparse.Namespace) -> int:
         start = Path(args.start_from) if args.start_from else None
         metrics = starter.build(Path(args.work), out, recipe, twin, args.device, start)
     elif args.action == "twin":
-        path = starter.train_ar_twin(starter.corpus_folder(Path(args.work)), out, twin)
+        start = Path(args.start_from) if args.start_from else None
+        path = starter.train_ar_twin(starter.corpus_folder(Path(args.work)), out, twin, start)
         best = json.loads((path / "unmask.json").read_text())["training"]["best"]
         print(json.dumps(best, indent=2))
         return 0

@@ -140,24 +140,55 @@ def held_out_blocks(corpus: Path, tokenizer: Any):  # -> Blocks
     return _blocks(corpus, tokenizer)[1]
 
 
-def train_ar_twin(corpus: Path, out: Path, plan: TwinTraining) -> Path:
+def train_ar_twin(corpus: Path, out: Path, plan: TwinTraining, start_from: Path | None = None) -> Path:
     """Train the twin on the diffusion model's training blocks until its held-out loss stops
-    improving; out/ar always holds the best snapshot so far (a stopped run leaves a usable twin)."""
+    improving; out/ar always holds the best snapshot so far (a stopped run leaves a usable twin).
+
+    `start_from` continues a twin this recipe wrote, from its best snapshot: its curve up to that
+    point and its earlier stages are carried into the new unmask.json."""
     diffusion = out / "diffusion"
     device = pick_device()
     _, tokenizer = checkpoint.load(diffusion, torch.device("cpu"))
     train_blocks, held_out = _blocks(corpus, tokenizer)
-    torch.manual_seed(SEED)
-    twin = fresh_twin(tokenizer, layers=6, width=384, heads=6, positions=512).to(device)  # type: ignore[arg-type]
     source = checkpoint.read_metadata(diffusion)["data"]
+    earlier: dict[str, Any] = {}
+    if start_from is None:
+        torch.manual_seed(SEED)
+        twin = fresh_twin(tokenizer, layers=6, width=384, heads=6, positions=512).to(device)  # type: ignore[arg-type]
+    else:
+        earlier = checkpoint.read_metadata(start_from).get("training", {})
+        if "best" not in earlier:
+            raise InputError(f"{start_from} records no best snapshot to continue (unmask.json: training.best)")
+        twin = checkpoint.load_causal_lm(start_from, device).train()
+    start = (int(earlier.get("best", {}).get("step", 0)), int(earlier.get("best", {}).get("tokens", 0)))
+    before = [p for p in earlier.get("curve", []) if p["step"] < start[0]]
+    stages = twin_stages(earlier)
 
     def publish(training: dict[str, Any]) -> Path:
         metadata = {"format": 1, "architecture": "gpt2", "twin_of": "diffusion", "data": source, "training": training}
         return checkpoint.save(twin, tokenizer, out / "ar", metadata, dtype=torch.float16)
 
     plan = replace(plan, autocast=bf16_supported(device), seed=SEED)
-    summary = train_twin(twin, train_blocks, held_out, plan, on_best=lambda best: publish({"best": best}))
-    return publish({**summary, "device": str(device), "hardware": hardware(device)})
+
+    def snapshot(curve: list[dict[str, float]]) -> Path:
+        return publish({"best": curve[-1], "curve": before + curve, "stages": stages, "stopped_by": "running"})
+
+    summary = train_twin(twin, train_blocks, held_out, plan, on_best=snapshot, start=start)
+    this = {**summary, "device": str(device), "hardware": hardware(device)}
+    stage = {k: v for k, v in this.items() if k != "curve"}
+    if start_from is not None:
+        stage["continued_from"] = {"step": start[0], "tokens": start[1]}
+    return publish({**this, "curve": before + summary["curve"], "stages": [*stages, stage]})
+
+
+def twin_stages(training: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stages a twin's weights went through, oldest first (a twin from before stages were
+    recorded gives its one training record)."""
+    if not training:
+        return []
+    if "stages" in training:
+        return list(training["stages"])
+    return [{k: v for k, v in training.items() if k != "curve"}]
 
 
 def evaluate(out: Path, corpus: Path, samples_per_prompt: int = 4) -> dict[str, Any]:
