@@ -1,8 +1,8 @@
 """Sampler overhead and speed against a position-by-position loop, in one run.
 
 For each model size and batch size: time 10 denoising steps of unmask's loop, the same number
-of plain forward passes (the floor any generator must pay), and a baseline that, like the
-seed implementations, runs the full LM head and then samples every masked position in a
+of plain forward passes (the floor any generator must pay), and a baseline that, the
+straightforward way, runs the full LM head and then samples every masked position in a
 Python loop with per-position top-k/top-p filtering. Random weights: speed only.
 
     python bench/sampler.py            # small, base-sized (random weights) and the starter (trained)
@@ -84,7 +84,7 @@ def time_forward(model, vocab, length, batch, steps) -> float:
 
 @torch.inference_mode()
 def time_baseline(model, special, vocab, length, prompt, batch, steps, top_k=50, top_p=0.9) -> float:
-    """The seeds' loop: full logits, then per sample and per masked position filter and sample."""
+    """The position-by-position loop: full logits, then per sample and per masked position filter and sample."""
     g = torch.Generator().manual_seed(0)
     x = torch.randint(5, vocab, (batch, length), generator=g)
     x[:, prompt:] = special.mask
@@ -129,7 +129,7 @@ def main() -> None:
     )
     print(
         f"{'model':<17}{'B':>3}{'forward s':>11}{'unmask s':>10}{'outside top_p':>15}{'outside temp':>14}"
-        f"{'seed loop s':>13}{'speedup':>9}{'k50+p s':>9}{'same rule':>10}{'bf16 s':>8}{'thr NFE':>9}"
+        f"{'loop s':>13}{'speedup':>9}{'k50+p s':>9}{'same rule':>10}{'bf16 s':>8}{'thr NFE':>9}"
     )
     for name in sizes:
         model, special, vocab = load(name)
@@ -140,7 +140,7 @@ def main() -> None:
             total, in_forward, _ = time_unmask(*args, batch, steps)
             total_t, in_forward_t, _ = time_unmask(*args, batch, steps, sampling="temperature")
             baseline = time_baseline(*args, batch, steps)
-            same_rule, _, _ = time_unmask(*args, batch, steps, top_k=50)  # the seeds' rule: top-k 50, then top-p
+            same_rule, _, _ = time_unmask(*args, batch, steps, top_k=50)  # the loop's rule: top-k 50, then top-p
             bf16, _, _ = time_unmask(*args, batch, steps, autocast=True)
             _, _, nfe = time_unmask(*args, batch, steps, remasking="threshold", threshold=0.5)
             print(
@@ -151,14 +151,12 @@ def main() -> None:
     print("forward s: 10 full forward passes (the floor with a full LM head); outside: share of unmask's time")
     print("not in its own forward passes, with top_p 0.9 (the default) and plain temperature sampling; random")
     print("weights give flat distributions, so top_p sorts the vocabulary: the worst case for it. speedup:")
-    print("seed loop / unmask (unmask's exact full-vocabulary nucleus against the loop's top-50 + top-p);")
+    print("loop / unmask (unmask's exact full-vocabulary nucleus against the loop's top-50 + top-p);")
     print("k50+p / same rule: unmask with the loop's own rule (top-k 50, then top-p 0.9) and the speedup over")
     print("the loop; bf16: unmask with bf16 autocast; thr NFE: forward passes with")
     print("threshold remasking at 0.5 (random weights are rarely that confident; the starter often is).")
 
 
 if __name__ == "__main__":
-    with record(
-        "sampler", "Sampler overhead against the forward pass, and against the seeds' position-by-position loop"
-    ):
+    with record("sampler", "Sampler overhead against the forward pass, and against a position-by-position loop"):
         main()

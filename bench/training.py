@@ -1,11 +1,11 @@
-"""Training throughput: unmask's loop against a plain Hugging Face Trainer with a seeds-style collator.
+"""Training throughput: unmask's loop against a plain Hugging Face Trainer with a per-token Python collator.
 
 All fine-tune the starter, batch 16, AdamW, bf16 autocast where the CPU has it, for the same
-number of steps after a warm-up. The baseline is what the seed implementations did: a collator
+number of steps after a warm-up. The baseline is the straightforward way: a collator
 that draws one masking rate per batch and decides token by token in Python, and the model's own
 loss over the full LM head (every position, the whole vocabulary). It runs twice: on unmask's
 packed 128-token blocks (the same data: this isolates the loop), and on one paragraph per example
-padded to the longest in its batch, as the seeds fed it (tokens/s counts real tokens only).
+padded to the longest in its batch, the plain way to feed it (tokens/s counts real tokens only).
 unmask packs, masks in tensors and runs the head only on masked positions.
 
     python bench/training.py       # target: >= 1.5x the baseline's tokens/s
@@ -30,7 +30,7 @@ from diffusion_core.training import TrainConfig, train
 STEPS, WARMUP, BATCH, LENGTH = 40, 5, 16, 128
 
 
-class SeedCollator:
+class PerTokenCollator:
     """One masking rate per batch, then a coin per position in Python; padded to the batch's longest."""
 
     def __init__(self, tokenizer) -> None:
@@ -66,7 +66,7 @@ class SeedCollator:
 class Clock(TrainerCallback):
     """Times the steps after the warm-up, and the real tokens the collator produced for them."""
 
-    def __init__(self, collator: SeedCollator) -> None:
+    def __init__(self, collator: PerTokenCollator) -> None:
         self.collator = collator
         self.started: float | None = None
         self.tokens_at_start = 0
@@ -80,7 +80,7 @@ class Clock(TrainerCallback):
 
 def baseline(examples: list[dict], tokenizer, autocast: bool) -> float:
     model = AutoModelForMaskedLM.from_pretrained(str(STARTER_DIFFUSION), dtype=torch.float32)
-    collator = SeedCollator(tokenizer)
+    collator = PerTokenCollator(tokenizer)
     clock = Clock(collator)
     with tempfile.TemporaryDirectory() as out:
         arguments = TrainingArguments(
@@ -124,17 +124,17 @@ def main() -> None:
     print(f"starter (6x384, 30,522 tokens), batch {BATCH}, blocks of {LENGTH}, {STEPS} timed steps after {WARMUP};"
           f" bf16 autocast: {autocast}")  # fmt: skip
     same_data = baseline(packed, tokenizer, autocast)
-    seeds = baseline(paragraphs, tokenizer, autocast)
+    plain = baseline(paragraphs, tokenizer, autocast)
     mine = ours(corpus, autocast)
     print(f"{'loop':<58}{'tokens/s':>10}{'unmask is':>11}")
     print(
         f"{'HF Trainer + Python collator, packed blocks (same data)':<58}{same_data:>10.0f}{mine / same_data:>10.2f}x"
     )
-    print(f"{'HF Trainer + Python collator, a paragraph per example':<58}{seeds:>10.0f}{mine / seeds:>10.2f}x")
+    print(f"{'HF Trainer + Python collator, a paragraph per example':<58}{plain:>10.0f}{mine / plain:>10.2f}x")
     print(f"{'unmask (packing, tensor masking, masked-only LM head)':<58}{mine:>10.0f}")
-    print("target: unmask >= 1.5x the seeds-style baseline's tokens/s (real tokens, padding not counted)")
+    print("target: unmask >= 1.5x the per-token collator baseline's tokens/s (real tokens, padding not counted)")
 
 
 if __name__ == "__main__":
-    with record("training", "Training throughput: unmask vs a Hugging Face Trainer with a seeds-style collator"):
+    with record("training", "Training throughput: unmask vs a Hugging Face Trainer with a per-token Python collator"):
         main()
