@@ -234,3 +234,17 @@ def test_threshold_remasking_fills_every_slot_by_the_last_planned_pass(tiny_mode
     config = dict(max_new_tokens=8, steps=2, seed=0, forbid_eos=True, remasking="threshold", threshold=0.999)
     frames = _frames(tiny_model, tokenizer, "the", block_length=0, **config)
     assert len(frames) == 2 and int(frames[0].masked.sum()) == 7 and not frames[-1].masked.any()
+
+
+@pytest.mark.parametrize("remasking", ["low_confidence", "random"])
+def test_the_first_pass_of_a_block_keeps_its_slots_apart(tiny_model, tokenizer, remasking):
+    """Four of a block's 16 slots per pass: the first pass has room to keep all four 3 columns apart;
+    every pass still keeps the schedule's count."""
+    config = dict(max_new_tokens=32, steps=8, block_length=16, schedule="linear", remasking=remasking, forbid_eos=True)
+    for seed in range(4):
+        frames = _frames(tiny_model, tokenizer, "the", seed=seed, **config)
+        plain = _frames(tiny_model, tokenizer, "the", seed=seed, spacing=1, **config)
+        assert [int(f.revealed.sum()) for f in frames] == [int(f.revealed.sum()) for f in plain]
+        for first in (frames[0], frames[4]):
+            columns = first.revealed[0].nonzero().flatten()
+            assert len(columns) == 4 and (columns.diff() >= 3).all(), columns.tolist()

@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
-const NUMBERS = ["max_new_tokens", "steps", "temperature", "top_k", "top_p", "threshold", "block_length", "cache_refresh"];
+const NUMBERS = ["max_new_tokens", "steps", "temperature", "top_k", "top_p", "threshold", "spacing", "block_length", "cache_refresh"];
 const CHOICES = ["schedule", "sampling", "remasking", "cache"];
 
 const run = { diffusion: [], ar: [], timeline: [], index: 0, timer: null, sockets: [], lastRequest: null };

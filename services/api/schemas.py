@@ -57,6 +57,7 @@ class GenerateParameters(BaseModel):
     top_p: float = param("top_p")
     remasking: RemaskingName = param("remasking")
     threshold: float = param("threshold")
+    spacing: int = param("spacing")
     block_length: int = param("block_length")
     future_masks: bool = param("future_masks")
     cache: CacheMode = param("cache")
@@ -132,6 +133,7 @@ class _OpenAIRequest(BaseModel):
     steps: int = param("steps")
     schedule: ScheduleName = param("schedule")
     remasking: RemaskingName = param("remasking")
+    spacing: int = param("spacing")
     block_length: int = param("block_length")
     future_masks: bool = param("future_masks")
     cache: CacheMode = param("cache")
@@ -148,6 +150,7 @@ class _OpenAIRequest(BaseModel):
             temperature=1.0 if greedy else self.temperature,
             top_p=self.top_p,
             remasking=self.remasking,
+            spacing=self.spacing,
             block_length=self.block_length,
             future_masks=self.future_masks,
             cache=self.cache,

@@ -34,8 +34,9 @@ PROMPT_TOKENS = 16
 
 
 def grid(new_tokens: int = NEW_TOKENS) -> dict[str, GenerationConfig]:
-    """The decoding settings `unmask eval` compares: steps, schedule, remasking, temperature, top-p and
-    the block cache. The default writes 4 tokens per step in blocks of 16 (16 steps for 64 tokens)."""
+    """The decoding settings `unmask eval` compares: steps, schedule, remasking, spacing, temperature,
+    top-p and the block cache. The default writes 4 tokens per step in blocks of 16 (16 steps for 64
+    tokens), keeping a step's tokens 3 columns apart."""
     steps = max(1, new_tokens // 4)
     base = GenerationConfig(max_new_tokens=new_tokens, steps=steps, forbid_eos=True)
     one_per_step = new_tokens
@@ -43,6 +44,9 @@ def grid(new_tokens: int = NEW_TOKENS) -> dict[str, GenerationConfig]:
         f"{steps} steps (default)": base,
         f"{2 * steps} steps": replace(base, steps=2 * steps),
         f"{one_per_step} steps (one token per step)": replace(base, steps=one_per_step),
+        f"{steps} steps, spacing 1 (neighbours together)": replace(base, spacing=1),
+        f"{2 * steps} steps, spacing 1": replace(base, steps=2 * steps, spacing=1),
+        f"{steps} steps, spacing 5": replace(base, spacing=5),
         f"{steps} steps, linear": replace(base, schedule="linear"),
         f"{steps} steps, no future masks": replace(base, future_masks=False),
         "threshold 0.9": replace(base, steps=one_per_step, remasking="threshold", threshold=0.9),

@@ -38,6 +38,13 @@ class GenerationConfig:
     top_p: float = _param(0.9, "with sampling=top_p: the probability mass kept", gt=0, le=1)
     remasking: str = _param("low_confidence", "which of a step's predictions are kept", REMASKING_RULES)
     threshold: float = _param(0.9, "with remasking=threshold: keep predictions at least this confident", gt=0, le=1)
+    spacing: int = _param(
+        3,
+        "slots kept in one step lie at least this many columns apart while the step's count allows"
+        " (low_confidence, random; 1: neighbours may be kept together)",
+        ge=1,
+        le=100_000,
+    )
     block_length: int = _param(16, "semi-autoregressive blocks of this many tokens (0: one block)", ge=0, le=100_000)
     future_masks: bool = _param(True, "passes see later blocks' masks; false: the text so far and this block (faster)")
     cache: str = _param(

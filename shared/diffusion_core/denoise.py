@@ -27,7 +27,7 @@ from .config import GenerationConfig
 from .draws import REMASK, SAMPLE, uniforms
 from .errors import ConfigError, InputError
 from .model import SpecialTokens, masked_logits, max_positions
-from .remasking import keep_mask
+from .remasking import Spacing, keep_mask
 from .sampling import SamplingParams, probability_of, sample
 from .schedules import masked_after
 from .timing import Lap, lap
@@ -311,7 +311,11 @@ class Denoiser:
         noise = torch.zeros_like(conf)
         if self.config.remasking == "random":
             noise = uniforms(self.row_seeds, self.cols, self.nfe, REMASK).to(self.device)
-        return keep_mask(self.config.remasking, conf, counts, noise, self.config.threshold) & candidates
+        # The fullest row's count, on the host: masks left before this pass less those the schedule leaves.
+        left, slots = self.plan[self.block_step], torch.tensor([len(block.columns)])
+        most = left - int(masked_after(self.config.schedule, self.block_step + 1, block.steps, slots))
+        apart = Spacing(self.cols, self.config.spacing, min(left, max(1, most)))
+        return keep_mask(self.config.remasking, conf, counts, noise, self.config.threshold, apart) & candidates
 
     def _stop_rows_at_end(self) -> None:
         """Past the first committed end token a row is finished: drop its remaining slots."""
