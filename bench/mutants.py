@@ -4,7 +4,7 @@ Each mutant replaces one snippet of a core module (the snippet must occur exactl
 core's tests with the mutant in place, and puts the file back. A mutant the tests do not kill is a
 bug they would let through: it gets a test, or a sentence in the report saying why not.
 
-    python bench/mutants.py          # about 15 mutants, a few minutes on 2 cores
+    python bench/mutants.py          # about 20 mutants, a few minutes on 2 cores
 """
 
 import subprocess
@@ -66,6 +66,11 @@ MUTANTS = [
            "threshold remasking may keep nothing"),
     Mutant("remasking.py", "order = scores.argsort(dim=-1, descending=True)", "order = scores.argsort(dim=-1)",
            "low-confidence remasking keeps the least confident"),
+    Mutant("remasking.py", "near = (apart.columns - apart.columns.gather(1, best)).abs() < apart.spacing",
+           "near = (apart.columns - apart.columns.gather(1, best)).abs() < 1",
+           "a step's kept tokens may be neighbours"),
+    Mutant("remasking.py", "short = (counts - kept.sum(-1)).clamp(min=0)", "short = counts * 0",
+           "a step keeps fewer tokens than the schedule asks when room runs out"),
     Mutant("sampling.py", "outside = (probs.cumsum(-1) - probs) >= top_p", "outside = probs.cumsum(-1) >= top_p",
            "the nucleus drops the token that crosses top_p"),
     Mutant("cache.py", "or self.blocks >= self.refresh:", "or self.blocks > self.refresh:",
