@@ -21,7 +21,7 @@ from .config import GenerationConfig
 from .corpus import starter_corpus
 from .data import pack, read_texts, split
 from .errors import InputError
-from .evaluation import distinct_n, elbo_nll, elbo_rates, masked_token_loss, repetition_rate
+from .evaluation import distinct_n, elbo_nll, elbo_rates, masked_token_loss, repetition_rate, unigram_entropy
 from .model import SpecialTokens, bf16_supported, pick_device
 from .training import TrainConfig, hardware, train
 
@@ -235,6 +235,7 @@ def sample_metrics(twin: Any, tokenizer: Any, prompts: list[str], texts: list[st
     words = sum(len(t.split()) for t in texts)
     return {
         "gen_ppl": round(perplexity(twin, tokenizer, prompts, texts), 2),
+        "unigram_entropy": round(unigram_entropy(texts), 3),
         "distinct_2": round(distinct_n(texts, 2), 3),
         "distinct_3": round(distinct_n(texts, 3), 3),
         "repetition_4gram": round(repetition_rate(texts), 3),
