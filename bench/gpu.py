@@ -3,7 +3,8 @@ share of the time spent in the model, on whatever device this machine has (a GPU
 
 Diffusion is the bundled starter writing 4 tokens per pass in blocks of 16 (end tokens forbidden,
 so every row writes every token), with its weights in float32 and in bf16, nucleus (top_p 0.9) or
-plain temperature sampling, with and without future masks. The twin is a GPT-2 of the starter
+plain temperature sampling, a step's tokens kept apart (the default) or not ("sp1": spacing 1), with
+and without future masks, with the dual block cache. The twin is a GPT-2 of the starter
 twin's shape (6 x 384) with random weights: one KV-cached pass per token, top_p 0.9; its speed does
 not depend on its weights. "model" is the share of diffusion's wall time inside its forward passes
 (timed on the device); "limit" is the forward-only speed: the same passes over the full canvas,
@@ -38,6 +39,7 @@ VARIANTS = (
     Variant("fp32", torch.float32, {}),
     Variant("bf16", torch.bfloat16, {}),
     Variant("bf16 temp", torch.bfloat16, {"sampling": "temperature"}),
+    Variant("bf16 sp1", torch.bfloat16, {"spacing": 1}),
     Variant("bf16 no-fut", torch.bfloat16, {"future_masks": False}),
     Variant("bf16 dual", torch.bfloat16, {"cache": "dual"}),
     Variant("bf16 dual r4", torch.bfloat16, {"cache": "dual", "cache_refresh": 4}),
