@@ -51,14 +51,18 @@ def _cache_section() -> list[str]:
     path = RESULTS / "eval256" / "eval.json"
     if not path.is_file():
         return []
-    env = json.loads(path.read_text())["environment"]
+    report = json.loads(path.read_text())
+    env = report["environment"]
+    configs = [setting["config"] for setting in report["decoding"].values() if "config" in setting]
+    spacing = {c.get("spacing", 1) for c in configs}  # a record from before spacing existed kept neighbours
     return [
         "## The block cache at 256 tokens: `unmask eval --only`",
         "",
         "`unmask eval --new-tokens 256 --only default --only cache --out bench/results/eval256` on "
         f"{env['date']}: {env['hardware']}, {env['threads']} threads, torch {env['torch']}. The default decoding "
         "(4 tokens per step in blocks of 16) with and without the block cache, on the same held-out prompts, "
-        "scored by the twin.",
+        f"scored by the twin; a step's tokens kept {' / '.join(map(str, sorted(spacing)))} columns apart"
+        f"{' (neighbours together: measured before spacing was the default)' if spacing == {1} else ''}.",
         "",
         (RESULTS / "eval256" / "eval.md").read_text().strip(),
         "",
