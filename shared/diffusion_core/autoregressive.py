@@ -78,10 +78,9 @@ def train_twin(
     """Train until the held-out loss stops improving; returns a summary with the held-out curve.
 
     `on_best(curve)` runs after each new best evaluation, the curve so far ending at it (e.g. to
-    save a snapshot). `start` (step,
-    tokens) continues a run whose weights `model` holds from that step: the learning-rate schedule
-    and the block order go on as the uninterrupted run's would; the optimizer starts afresh, so
-    the learning rate warms up again."""
+    save a snapshot). `start` (step, tokens) continues a run whose weights `model` holds from that
+    step: the learning-rate schedule and the block order go on as the uninterrupted run's would;
+    the optimizer starts afresh, so the learning rate warms up again."""
     generator = torch.Generator().manual_seed(plan.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan.learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
     device = next(model.parameters()).device

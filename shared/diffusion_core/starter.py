@@ -162,7 +162,7 @@ def train_ar_twin(corpus: Path, out: Path, plan: TwinTraining, start_from: Path 
         twin = checkpoint.load_causal_lm(start_from, device).train()
     start = (int(earlier.get("best", {}).get("step", 0)), int(earlier.get("best", {}).get("tokens", 0)))
     before = [p for p in earlier.get("curve", []) if p["step"] < start[0]]
-    stages = twin_stages(earlier)
+    stages = _twin_stages(earlier)
 
     def publish(training: dict[str, Any]) -> Path:
         metadata = {"format": 1, "architecture": "gpt2", "twin_of": "diffusion", "data": source, "training": training}
@@ -181,7 +181,7 @@ def train_ar_twin(corpus: Path, out: Path, plan: TwinTraining, start_from: Path 
     return publish({**this, "curve": before + summary["curve"], "stages": [*stages, stage]})
 
 
-def twin_stages(training: dict[str, Any]) -> list[dict[str, Any]]:
+def _twin_stages(training: dict[str, Any]) -> list[dict[str, Any]]:
     """The stages a twin's weights went through, oldest first (a twin from before stages were
     recorded gives its one training record)."""
     if not training:
