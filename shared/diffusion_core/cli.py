@@ -7,6 +7,7 @@ point group, so the core never imports them.
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
@@ -27,8 +28,6 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callab
 
 def default_model() -> str:
     """UNMASK_MODEL, else the bundled starter checkpoint."""
-    import os
-
     from .starter import STARTER_DIFFUSION
 
     return os.environ.get("UNMASK_MODEL") or str(STARTER_DIFFUSION)
@@ -100,7 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tokenizer", help="tokenizer for --architecture (default: train a byte-level BPE on the data)")
     t.add_argument("--vocab-size", type=int, default=8000)
     t.add_argument("--max-length", type=int, default=128, help="tokens per training block")
-    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--batch-size", type=int, default=16, help="blocks per device per forward pass")
+    t.add_argument(
+        "--grad-accum", type=int, default=1, help="forward passes per optimizer step (batch = size x accum x ranks)"
+    )
+    t.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute activations in backward: less memory"
+    )
     t.add_argument("--learning-rate", type=float, default=2e-4)
     t.add_argument("--warmup-steps", type=int, default=100)
     t.add_argument("--max-steps", type=int, default=0, help="0: train for --epochs")
@@ -112,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--prefix-max", type=int, default=16, help="longest unmasked prefix drawn per example (as the API)")
     t.add_argument("--eval-every", type=int, default=200)
+    t.add_argument("--log-every", type=int, default=10, help="steps averaged into one progress record")
     t.add_argument("--save-every", type=int, default=500)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--precision", default="auto", help="auto | bf16 | fp32")
@@ -237,6 +243,8 @@ def _train(args: argparse.Namespace) -> int:
         vocab_size=args.vocab_size,
         max_length=args.max_length,
         batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        gradient_checkpointing=args.gradient_checkpointing,
         learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps,
         max_steps=args.max_steps,
@@ -244,6 +252,7 @@ def _train(args: argparse.Namespace) -> int:
         levels=_levels(args.levels),
         prefix_max=args.prefix_max,
         eval_every=args.eval_every,
+        log_every=args.log_every,
         save_every=args.save_every,
         seed=args.seed,
         precision=args.precision,
@@ -251,7 +260,8 @@ def _train(args: argparse.Namespace) -> int:
         resume=args.resume,
     )
     path = train(config)
-    print(f"checkpoint written to {path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 wrote it
+        print(f"checkpoint written to {path}")
     return 0
 
 

@@ -23,7 +23,8 @@ from .data import pack, read_texts, split
 from .errors import InputError
 from .evaluation import distinct_n, elbo_nll, elbo_rates, masked_token_loss, repetition_rate, unigram_entropy
 from .model import SpecialTokens, bf16_supported, pick_device
-from .training import TrainConfig, hardware, train
+from .progress import hardware
+from .training import TrainConfig, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTER = REPO_ROOT / "models" / "starter"

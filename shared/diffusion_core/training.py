@@ -1,22 +1,21 @@
-"""Fine-tuning (or training from scratch) a masked LM for diffusion generation."""
+"""Fine-tuning (or training from scratch) a masked LM for diffusion generation, on one device or as
+data-parallel ranks under torchrun (see parallel.py)."""
 
-import json
 import math
-import platform
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from torch import nn
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from . import checkpoint
+from . import checkpoint, parallel, snapshot
 from .collator import DEFAULT_LEVELS, DiffusionCollator, MaskedBatch
 from .data import Blocks, pack, read_texts, split
 from .errors import ConfigError, UnmaskError
@@ -29,10 +28,9 @@ from .model import (
     load_tokenizer,
     masked_logits,
     max_positions,
-    pick_device,
 )
 from .names import lookup
-from .plots import line_chart
+from .progress import Progress, hardware, level_key, record, stages_of, write_log_into
 from .tokenizer import train_bpe
 
 EVAL_RATES = (0.15, 0.5, 0.9)
@@ -51,7 +49,9 @@ class TrainConfig:
     tokenizer: str | None = None  # tokenizer for a fresh model; None trains a byte-level BPE on the data
     vocab_size: int = 8000  # size of that BPE
     max_length: int = 128  # tokens per packed block
-    batch_size: int = 16
+    batch_size: int = 16  # blocks per device per forward pass
+    grad_accum: int = 1  # forward passes per optimizer step: the step sees batch_size x grad_accum x ranks blocks
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more time
     learning_rate: float = 2e-4
     warmup_steps: int = 100
     max_steps: int = 0  # 0: run `epochs` passes over the data
@@ -62,6 +62,7 @@ class TrainConfig:
     held_out: float = 0.05  # share of blocks kept for evaluation (when eval_data is empty)
     eval_data: tuple[str, ...] = ()  # held-out text files; when given, all of `data` trains
     eval_every: int = 200  # steps between held-out evaluations
+    log_every: int = 10  # steps averaged into one progress record
     save_every: int = 500  # steps between resumable snapshots
     time_limit_s: float = 0.0  # stop early after this many seconds (0: no limit)
     seed: int = 0
@@ -80,7 +81,7 @@ class TrainConfig:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of: auto, bf16, fp32")
         if self.save_dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f"unknown save_dtype {self.save_dtype!r}; choose one of: float32, float16, bfloat16")
-        for name in ("max_length", "batch_size", "warmup_steps", "eval_every", "save_every"):
+        for name in ("max_length", "batch_size", "grad_accum", "warmup_steps", "eval_every", "save_every", "log_every"):
             if getattr(self, name) < (8 if name == "max_length" else 0 if name == "warmup_steps" else 1):
                 raise ConfigError(f"{name} is too small: {getattr(self, name)}")
         if not 0 < self.learning_rate < 1:
@@ -93,39 +94,36 @@ class TrainConfig:
             raise ConfigError("max_steps must be >= 0 and epochs > 0")
 
 
-@dataclass
-class Progress:
-    """What a watcher sees: shared by the CLI bar, the JSON log and a queued job's status."""
+class _MaskedLogits(nn.Module):
+    """The model's logits at masked positions only, as one module that DDP can wrap."""
 
-    step: int
-    total_steps: int
-    tokens: int
-    loss: float
-    level_losses: dict[str, float]
-    learning_rate: float
-    elapsed_s: float
-    eta_s: float
-    eval: dict[str, float] = field(default_factory=dict)
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
+        return masked_logits(self.model, input_ids, attention_mask, rows, cols)
 
 
 @dataclass
 class _Run:
-    model: PreTrainedModel
+    model: PreTrainedModel  # the weights themselves: evaluated, snapshotted and published by rank 0
+    forward: nn.Module  # what a training step calls: the model's masked logits, under DDP with several ranks
     tokenizer: PreTrainedTokenizerBase
     train: Blocks
     held_out: Blocks
     collator: DiffusionCollator
-    device: torch.device
+    world: parallel.World
     autocast: bool
     data_summary: dict[str, Any]
 
+    @property
+    def device(self) -> torch.device:
+        return self.world.device
 
-def _level_key(rate: float) -> str:
-    return f"{math.ceil(rate * 10 - 1e-9) / 10:.1f}"
 
-
-def _prepare(config: TrainConfig) -> _Run:
-    device = pick_device(config.device)
+def _prepare(config: TrainConfig, world: parallel.World) -> _Run:
+    device = world.device
     docs = read_texts(config.data)
     snapshot = _run_dir(config) / "model"
     if config.resume and snapshot.is_dir():
@@ -141,6 +139,8 @@ def _prepare(config: TrainConfig) -> _Run:
         raise ConfigError(f"max_length {config.max_length} exceeds the model's {limit} positions", "max_length")
     if config.dropout is not None:
         _set_dropout(model, config.dropout)
+    if config.gradient_checkpointing:
+        _checkpoint_activations(model)
     special = SpecialTokens.of(tokenizer)
     blocks = pack(docs, tokenizer, config.max_length)
     if config.eval_data:
@@ -151,7 +151,19 @@ def _prepare(config: TrainConfig) -> _Run:
     collator = DiffusionCollator(special.mask, protected, config.levels, config.eps, config.prefix_max)
     autocast = config.precision == "bf16" or (config.precision == "auto" and bf16_supported(device))
     summary = {"sources": list(config.data), "documents": len(docs), "tokens": blocks.tokens, "blocks": len(blocks)}
-    return _Run(model.train(), tokenizer, train_blocks, held_out, collator, device, autocast, summary)
+    model.train()
+    forward = world.wrap(_MaskedLogits(model))
+    return _Run(model, forward, tokenizer, train_blocks, held_out, collator, world, autocast, summary)
+
+
+def _checkpoint_activations(model: PreTrainedModel) -> None:
+    if not model.supports_gradient_checkpointing:
+        raise ConfigError(f"{type(model).__name__} does not support gradient checkpointing", "gradient_checkpointing")
+    kwargs = {"use_reentrant": False}  # the reentrant variant breaks DDP and inputs without gradients
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.20
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _set_dropout(model: PreTrainedModel, p: float) -> None:
@@ -168,13 +180,37 @@ def _run_dir(config: TrainConfig) -> Path:
     return out.with_name(out.name + ".run")
 
 
-def _loss(run: _Run, batch: MaskedBatch) -> torch.Tensor:
-    """Cross-entropy over masked tokens only; the LM head never sees the unmasked ones."""
-    rows, cols = (batch.labels != -100).nonzero(as_tuple=True)
+def _loss_sum(run: _Run, batch: MaskedBatch, examples: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy over the masked tokens of some rows of the batch; the LM head sees no others."""
+    labels = batch.labels[examples]
+    rows, cols = (labels != -100).nonzero(as_tuple=True)
     d = run.device
+    ids, attention = batch.input_ids[examples].to(d), batch.attention_mask[examples].to(d)
     with torch.autocast(d.type, dtype=torch.bfloat16, enabled=run.autocast):
-        logits = masked_logits(run.model, batch.input_ids.to(d), batch.attention_mask.to(d), rows.to(d), cols.to(d))
-    return F.cross_entropy(logits.float(), batch.labels[rows, cols].to(d))
+        logits = run.forward(ids, attention, rows.to(d), cols.to(d))
+    return F.cross_entropy(logits.float(), labels[rows, cols].to(d), reduction="sum")
+
+
+def _backward(run: _Run, batch: MaskedBatch, accum: int) -> float:
+    """Gradients of the whole batch's mean masked-token loss, from this rank's rows in `accum` passes.
+
+    The batch (B x accum x ranks rows) is the same on every rank; rank r takes its r-th share, cut
+    in `accum` micro-batches. Each pass's summed loss is divided by the batch's masked-token count
+    (so the micro-batches add up to the mean) and multiplied by the rank count (DDP averages over
+    ranks, the mean wants their sum). Returns this rank's part of the mean; the parts sum to it."""
+    world = run.world
+    count = int((batch.labels != -100).sum())
+    shares = torch.arange(batch.labels.shape[0]).tensor_split(world.size * accum)
+    part = 0.0
+    for i, examples in enumerate(shares[world.rank * accum : (world.rank + 1) * accum]):
+        weight = world.size / count
+        if len(examples) == 0:  # an epoch's last, short batch: still take part in the gradient all-reduce
+            examples, weight = torch.zeros(1, dtype=torch.long), 0.0
+        with world.accumulating(run.forward, last=i == accum - 1):
+            loss = _loss_sum(run, batch, examples) * weight
+            loss.backward()
+        part += loss.item() / world.size
+    return part
 
 
 def _lr_factor(step: int, warmup: int, progress: float) -> float:
@@ -212,101 +248,128 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     show_progress: bool = True,
 ) -> Path:
-    """Train, evaluate and publish a checkpoint at config.output; returns its path."""
-    run = _prepare(config)
-    torch.manual_seed(config.seed)  # dropout's draws (a resumed run restores the state it reached)
+    """Train, evaluate and publish a checkpoint at config.output; returns its path.
+
+    Under torchrun every rank calls this with the same config; rank 0 alone evaluates, snapshots,
+    publishes and reports progress, and a stop asked on any rank stops them all after the same step."""
+    with parallel.joined(config.device) as world:
+        return _train(_prepare(config, world), config, on_progress, should_stop, show_progress)
+
+
+def _train(
+    run: _Run,
+    config: TrainConfig,
+    on_progress: Callable[[Progress], None] | None,
+    should_stop: Callable[[], bool] | None,
+    show_progress: bool,
+) -> Path:
+    world = run.world
+    torch.manual_seed(config.seed + world.rank)  # dropout's draws (a resumed run restores the state it reached)
     if len(run.train) == 0:
         raise ConfigError("not enough training text for one block")
-    steps_per_epoch = math.ceil(len(run.train) / config.batch_size)
+    global_batch = config.batch_size * config.grad_accum * world.size
+    steps_per_epoch = math.ceil(len(run.train) / global_batch)
     total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW(
         run.model.parameters(), lr=config.learning_rate, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01
     )
     generator = torch.Generator().manual_seed(config.seed)
-    state: dict[str, Any] = {"step": 0, "tokens": 0, "elapsed_s": 0.0, "log": []}
+    state: dict[str, Any] = {"step": 0, "tokens": 0, "elapsed_s": 0.0, "log": [], "global_batch": global_batch}
     order = torch.randperm(len(run.train), generator=generator)  # this epoch's order of the blocks
-    if config.resume and (restored := _restore(config, optimizer, generator)) is not None:
+    if config.resume and (restored := snapshot.restore(_run_dir(config), optimizer, generator)) is not None:
         state, order = restored
+        _check_resumable(state, config, world)
     started = time.perf_counter() - state["elapsed_s"]
+    elapsed = state["elapsed_s"]
     level_sums: dict[str, list[float]] = {}
-    bar = tqdm(total=total, initial=state["step"], disable=not show_progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total, initial=state["step"], disable=not (show_progress and world.main), unit="step")
+    if show_progress and world.main:
+        bar.write(_shape_line(config, world, global_batch))
     while state["step"] < total:
-        if should_stop is not None and should_stop():
-            raise TrainingCancelled("training was cancelled")
         step = state["step"]
-        offset = (step % steps_per_epoch) * config.batch_size
+        offset = (step % steps_per_epoch) * global_batch
         if offset == 0 and step > 0:
             order = torch.randperm(len(run.train), generator=generator)
-        index = order[offset : offset + config.batch_size]
-        lr = _set_lr(optimizer, config, step, total, time.perf_counter() - started)
+        index = order[offset : offset + global_batch]
+        lr = _set_lr(optimizer, config, step, total, elapsed)
         batch = run.collator(run.train.input_ids[index], run.train.attention_mask[index], generator)
-        loss = _loss(run, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        part = _backward(run, batch, config.grad_accum)
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
         optimizer.step()
+        stop = should_stop is not None and bool(should_stop())
+        clock = time.perf_counter() - started if world.main else 0.0
+        loss, stops, elapsed = world.sum([part, float(stop), clock])  # rank 0's clock paces every rank
+        if stops:
+            raise TrainingCancelled("training was cancelled")
         state["step"] += 1
         state["tokens"] += int(batch.attention_mask.sum())
-        level_sums.setdefault(_level_key(batch.rate), []).append(loss.item())
-        elapsed = time.perf_counter() - started
-        done = state["step"] >= total or (config.time_limit_s and elapsed >= config.time_limit_s)
-        if state["step"] % 10 == 0 or done or state["step"] % config.eval_every == 0:
-            evaluation = _evaluate(run, config) if state["step"] % config.eval_every == 0 or done else {}
-            progress = _record(state, level_sums, total, elapsed, lr, evaluation, config.time_limit_s)
+        level_sums.setdefault(level_key(batch.rate), []).append(loss)
+        done = state["step"] >= total or bool(config.time_limit_s and elapsed >= config.time_limit_s)
+        if state["step"] % config.log_every == 0 or done or state["step"] % config.eval_every == 0:
+            evaluate = world.main and (state["step"] % config.eval_every == 0 or done)
+            evaluation = _evaluate(run, config) if evaluate else {}
+            progress = record(state, level_sums, total, elapsed, lr, evaluation, config.time_limit_s)
             level_sums = {}
-            bar.set_postfix(loss=f"{progress.loss:.3f}", **{f"eval@{k}": f"{v:.2f}" for k, v in evaluation.items()})
-            if on_progress is not None:
-                on_progress(progress)
+            if world.main:
+                bar.set_postfix(_postfix(progress, world), refresh=False)
+                if on_progress is not None:
+                    on_progress(progress)
+            world.barrier()
         bar.update(1)
         if state["step"] % config.save_every == 0 and not done:
-            _snapshot(run, config, optimizer, generator, order, state, elapsed)
+            if world.main:
+                _snapshot(run, config, optimizer, generator, order, state, elapsed)
+            world.barrier()
         if done:
             break
     bar.close()
-    state["elapsed_s"] = time.perf_counter() - started
-    return _publish(run, config, state)
+    state["elapsed_s"] = elapsed
+    path = _publish(run, config, state) if world.main else Path(config.output)
+    world.barrier()
+    return path
 
 
-def _record(
-    state: dict[str, Any],
-    sums: dict[str, list[float]],
-    total: int,
-    elapsed: float,
-    lr: float,
-    evaluation: dict[str, float],
-    time_limit: float,
-) -> Progress:
-    levels = {k: sum(v) / len(v) for k, v in sorted(sums.items())}
-    losses = [x for v in sums.values() for x in v]
-    step = state["step"]
-    progress = Progress(
-        step=step,
-        total_steps=total,
-        tokens=state["tokens"],
-        loss=sum(losses) / len(losses) if losses else float("nan"),
-        level_losses=levels,
-        learning_rate=lr,
-        elapsed_s=elapsed,
-        eta_s=_eta(elapsed, step, total, time_limit),
-        eval=evaluation,
+def _shape_line(config: TrainConfig, world: parallel.World, global_batch: int) -> str:
+    where = f"{world.size} {world.device.type} ranks" if world.size > 1 else str(world.device)
+    return (
+        f"effective batch {global_batch} = {config.batch_size} per pass x {config.grad_accum} accumulated"
+        f" x {world.size} ranks ({global_batch * config.max_length} tokens per step) on {where}"
     )
-    state["log"].append(asdict(progress))
-    return progress
 
 
-def _eta(elapsed: float, step: int, total: int, time_limit: float) -> float:
-    by_steps = elapsed / step * (total - step) if step else 0.0
-    return min(by_steps, max(0.0, time_limit - elapsed)) if time_limit else by_steps
+def _postfix(progress: Progress, world: parallel.World) -> dict[str, str]:
+    per_device = progress.tokens / max(progress.elapsed_s, 1e-9) / world.size
+    evals = {f"eval@{k}": f"{v:.2f}" for k, v in progress.eval.items()}
+    return {"loss": f"{progress.loss:.3f}", "tok/s/device": f"{per_device:,.0f}", **evals}
 
 
-def _plot(log: list[dict[str, Any]], path: Path) -> None:
-    series: dict[str, list[tuple[float, float]]] = {}
-    for entry in log:
-        for level, loss in entry["level_losses"].items():
-            series.setdefault(f"rate {level}", []).append((entry["step"], loss))
-        for rate, loss in entry["eval"].items():
-            series.setdefault(f"held-out {rate}", []).append((entry["step"], loss))
-    line_chart(dict(sorted(series.items())), path, "masked-token loss per masking level", "step", "loss (nats)")
+def _check_resumable(state: dict[str, Any], config: TrainConfig, world: parallel.World) -> None:
+    """A snapshot continues only with the batch it was made with: the block order is cut in batches of that size."""
+    was = state.get("global_batch", config.batch_size)
+    now = config.batch_size * config.grad_accum * world.size
+    if was != now:
+        raise ConfigError(
+            f"the snapshot was made with an effective batch of {was} blocks and this run's is {now}"
+            f" ({config.batch_size} x grad_accum {config.grad_accum} x {world.size} ranks); choose batch_size and"
+            f" grad_accum so that their product times the ranks is {was}",
+            "grad_accum",
+        )
+    state["global_batch"] = now
+
+
+def _snapshot(
+    run: _Run,
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    order: torch.Tensor,
+    state: dict[str, Any],
+    elapsed: float,
+) -> None:
+    snapshot.save(
+        _run_dir(config), run.model, run.tokenizer, optimizer, generator, order, {**state, "elapsed_s": elapsed}
+    )
 
 
 def _publish(run: _Run, config: TrainConfig, state: dict[str, Any]) -> Path:
@@ -327,9 +390,14 @@ def _publish(run: _Run, config: TrainConfig, state: dict[str, Any]) -> Path:
             "tokens_seen": state["tokens"],
             "wall_time_s": round(state["elapsed_s"], 1),
             "batch_size": config.batch_size,
+            "grad_accum": config.grad_accum,
+            "ranks": run.world.size,
+            "effective_batch": state["global_batch"],
+            "gradient_checkpointing": config.gradient_checkpointing,
+            "tokens_per_s_per_device": round(state["tokens"] / max(state["elapsed_s"], 1e-9) / run.world.size, 1),
             "learning_rate": config.learning_rate,
             "precision": "bf16" if run.autocast else "fp32",
-            "device": str(run.device),
+            "device": str(run.device) if run.world.size == 1 else f"{run.world.size} x {run.device.type}",
             "hardware": hardware(run.device),
             "torch": torch.__version__,
         },
@@ -346,89 +414,7 @@ def _publish(run: _Run, config: TrainConfig, state: dict[str, Any]) -> Path:
         out,
         metadata,
         dtype=None if dtype == torch.float32 else dtype,
-        extras=lambda tmp: _write_log_into(tmp, state["log"]),
+        extras=lambda tmp: write_log_into(tmp, state["log"]),
     )
     shutil.rmtree(_run_dir(config), ignore_errors=True)
     return path
-
-
-def stages_of(source: str | None) -> list[dict[str, Any]]:
-    """The training stages a checkpoint's weights went through, oldest first, from its unmask.json
-    (a checkpoint from before stages were recorded gives its one `training` record)."""
-    path = Path(source) if source else None
-    if path is None or not (path / checkpoint.METADATA).is_file():
-        return []
-    meta = checkpoint.read_metadata(path)
-    if "stages" in meta:
-        return list(meta["stages"])
-    if "training" in meta:
-        return [
-            {
-                "base": meta.get("base"),
-                **meta["training"],
-                "held_out_loss": meta.get("metrics", {}).get("held_out_loss"),
-            }
-        ]
-    return []
-
-
-def _write_log_into(path: Path, log: list[dict[str, Any]]) -> None:
-    """The training log and its plot, written beside the weights before the manifest signs them."""
-    checkpoint.write_json(path / "training_log.json", log)
-    _plot(log, path / "loss.png")
-
-
-def hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-
-
-def _snapshot(
-    run: _Run,
-    config: TrainConfig,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    order: torch.Tensor,
-    state: dict[str, Any],
-    elapsed: float,
-) -> None:
-    """Everything --resume needs, as safetensors + JSON (never pickle), replaced atomically: the weights,
-    the optimizer's moments, the random states (masking draws, dropout) and this epoch's block order."""
-    directory = _run_dir(config)
-    directory.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(run.model, run.tokenizer, directory / "model", {"snapshot_step": state["step"]})
-    tensors, groups = _flatten_optimizer(optimizer)
-    tensors["generator"] = generator.get_state()
-    tensors["torch_rng"] = torch.get_rng_state()
-    tensors["order"] = order
-    tmp = directory / "optimizer.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(directory / "optimizer.safetensors")
-    checkpoint.write_json(directory / "state.json", {**state, "elapsed_s": elapsed, "param_groups": groups})
-
-
-def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-    sd = optimizer.state_dict()
-    tensors = {f"state.{i}.{k}": v.contiguous() for i, s in sd["state"].items() for k, v in s.items()}
-    return tensors, sd["param_groups"]
-
-
-def _restore(
-    config: TrainConfig, optimizer: torch.optim.Optimizer, generator: torch.Generator
-) -> tuple[dict[str, Any], torch.Tensor] | None:
-    """(the run's state, this epoch's block order) from the snapshot, the optimizer and random states set."""
-    directory = _run_dir(config)
-    if not (directory / "state.json").is_file():
-        return None
-    state = json.loads((directory / "state.json").read_text())
-    tensors = load_file(str(directory / "optimizer.safetensors"))
-    generator.set_state(tensors.pop("generator"))
-    torch.set_rng_state(tensors.pop("torch_rng"))
-    order = tensors.pop("order")
-    per_param: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        per_param.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": per_param, "param_groups": state.pop("param_groups")})
-    return state, order
