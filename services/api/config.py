@@ -40,6 +40,7 @@ class Settings(ServiceSettings):
     )
     web_dir: Path | None = Field(None, description="the viewer's static files; default: web/ in the source tree")
     max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest training file or inline job body")
+    max_job_devices: int = Field(8, ge=1, description="most devices one fine-tune job may ask for (n_devices)")
     job_timeout_s: int = Field(24 * 3600, ge=60, description="a fine-tune job running longer is stopped and failed")
     reload_poll_s: float = Field(1.0, gt=0, description="how often the current-version pointer is checked")
     max_loaded_models: int = Field(2, ge=1, description="checkpoint versions held in memory (the current included)")

@@ -57,6 +57,9 @@ def create(body: FineTuneRequest, settings: Settings, registry: ModelRegistry, s
         _file(store, body.validation_file, "validation_file")
     entry = registry.get(body.model)
     hyperparameters = body.hyperparameters.resolved(entry.positions if entry else 128)
+    if hyperparameters["n_devices"] > settings.max_job_devices:
+        message = f"n_devices {hyperparameters['n_devices']} exceeds this deployment's {settings.max_job_devices}"
+        raise ApiError(422, message, "hyperparameters.n_devices")
     if entry is not None and hyperparameters["max_length"] > entry.positions:
         message = f"max_length {hyperparameters['max_length']} exceeds the model's {entry.positions} positions"
         raise ApiError(422, message, "hyperparameters.max_length")

@@ -202,7 +202,12 @@ class Hyperparameters(BaseModel):
 
     n_epochs: Literal["auto"] | Annotated[int, Field(ge=1, le=100)] = Field("auto", description="auto: 3")
     max_steps: int | None = Field(None, ge=1, le=1_000_000, description="optimizer steps; overrides n_epochs")
-    batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=512)] = Field("auto", description="auto: 16")
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=512)] = Field(
+        "auto", description="blocks per device per forward pass; auto: 16"
+    )
+    grad_accum: int = Field(1, ge=1, le=1024, description="forward passes per optimizer step")
+    n_devices: int = Field(1, ge=1, le=1024, description="devices (GPUs, or CPU cores) the worker trains on at once")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory")
     learning_rate: Literal["auto"] | Annotated[float, Field(gt=0, le=0.01)] = Field("auto", description="auto: 1e-4")
     warmup_steps: int = Field(10, ge=0, le=100_000)
     levels: list[Annotated[float, Field(gt=0, le=1)]] = Field(

@@ -31,14 +31,17 @@ ERROR_CODES = {
     "CheckpointError": "invalid_base_model",
     "TokenizerError": "invalid_base_model",
 }
-HYPERPARAMETERS = ("max_length", "batch_size", "learning_rate", "levels", "prefix_max", "warmup_steps", "max_steps")
+HYPERPARAMETERS = (
+    "max_length", "batch_size", "grad_accum", "n_devices", "gradient_checkpointing", "learning_rate", "levels",
+    "prefix_max", "warmup_steps", "max_steps",
+)  # fmt: skip
 
 
 class _Reaped(Exception):
     """The job was failed (abandoned) while this horse still ran it: publish nothing."""
 
 
-class _Watch:
+class Watch:
     """Beats while the job runs; answers should_stop() for a cancel or a dead parent worker."""
 
     def __init__(self, redis: Redis, job_id: str, ttl_s: int) -> None:
@@ -50,7 +53,7 @@ class _Watch:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="unmask-heartbeat", daemon=True)
 
-    def __enter__(self) -> "_Watch":
+    def __enter__(self) -> "Watch":
         jobs.beat(self.redis, self.job_id, self.ttl_s)
         self._thread.start()
         return self
@@ -92,7 +95,7 @@ def fine_tune(job_id: str) -> dict[str, Any]:
     record = jobs.get(redis, job_id)
     staging = store.staging(job_id)
     version = new_version()
-    with _Watch(redis, job_id, settings.heartbeat_ttl_s) as watch:
+    with Watch(redis, job_id, settings.heartbeat_ttl_s) as watch:
         if record is None or not jobs.transition(redis, job_id, "running", jobs.PENDING):
             return {"skipped": job_id}
         jobs.add_event(redis, job_id, "Fine-tuning job started")
@@ -114,26 +117,44 @@ def fine_tune(job_id: str) -> dict[str, Any]:
 
 
 def _train(
-    record: dict[str, Any], store: Store, settings: WorkerSettings, staging: Path, rq_job: Any, watch: _Watch
+    record: dict[str, Any], store: Store, settings: WorkerSettings, staging: Path, rq_job: Any, watch: Watch
 ) -> Path:
-    from diffusion_core.collator import DEFAULT_LEVELS
     from diffusion_core.runtime import keep_freed_memory, quiet_transformers
-    from diffusion_core.training import Progress, TrainConfig, train
+    from diffusion_core.training import train
 
     quiet_transformers()
     keep_freed_memory()
+    config = job_config(record, store, settings, staging)
+    if record["hyperparameters"].get("n_devices", 1) > 1:
+        from .ranks import run_ranks
+
+        return run_ranks(record, rq_job.id, settings, staging, watch)
+
+    def on_progress(p: Any) -> None:
+        report(rq_job.connection, record["id"], p, rq_job)
+
+    return train(config, on_progress=on_progress, should_stop=watch.should_stop, show_progress=False)
+
+
+def job_config(record: dict[str, Any], store: Store, settings: WorkerSettings, staging: Path) -> Any:
+    """The job's TrainConfig, the same in the work horse and in every rank of a multi-device job."""
+    from diffusion_core.collator import DEFAULT_LEVELS
+    from diffusion_core.training import TrainConfig
+
     hp = record["hyperparameters"]
     training = store.file(record["training_file"])
     validation = store.file(record["validation_file"]) if record.get("validation_file") else None
     if training is None:
         raise UnmaskError(f"training file {record['training_file']} no longer exists", "training_file")
-    config = TrainConfig(
+    return TrainConfig(
         data=(str(store.file_path(training)),),
         eval_data=(str(store.file_path(validation)),) if validation else (),
         output=str(staging),
         base=_base_source(record, store),
         max_length=hp["max_length"],
         batch_size=hp["batch_size"],
+        grad_accum=hp.get("grad_accum", 1),  # records from before these existed
+        gradient_checkpointing=hp.get("gradient_checkpointing", False),
         learning_rate=hp["learning_rate"],
         warmup_steps=hp["warmup_steps"],
         max_steps=hp["max_steps"] or 0,
@@ -145,11 +166,6 @@ def _train(
         save_every=settings.snapshot_every,
         resume=True,
     )
-
-    def on_progress(p: Progress) -> None:
-        _report(rq_job.connection, record["id"], p, rq_job)
-
-    return train(config, on_progress=on_progress, should_stop=watch.should_stop, show_progress=False)
 
 
 def _base_source(record: dict[str, Any], store: Store) -> str:
@@ -163,7 +179,7 @@ def _base_source(record: dict[str, Any], store: Store) -> str:
     return str(STARTER_DIFFUSION)
 
 
-def _report(redis: Redis, job_id: str, p: Any, rq_job: Any) -> None:
+def report(redis: Redis, job_id: str, p: Any, rq_job: Any) -> None:
     """Progress to the record, the event list and job.meta; a Redis hiccup never stops training."""
     progress = asdict(p)
     levels = ", ".join(f"{k} {v:.3f}" for k, v in p.level_losses.items())
@@ -178,7 +194,7 @@ def _report(redis: Redis, job_id: str, p: Any, rq_job: Any) -> None:
         log.warning("progress for %s not recorded: %s", job_id, error)
 
 
-def _fail(redis: Redis, job_id: str, exc: Exception, watch: _Watch, staging: Path) -> dict[str, Any]:
+def _fail(redis: Redis, job_id: str, exc: Exception, watch: Watch, staging: Path) -> dict[str, Any]:
     from diffusion_core.training import TrainingCancelled
 
     if isinstance(exc, TrainingCancelled) and not watch.orphaned:

@@ -43,6 +43,7 @@ async def info(settings: SettingsDep, registry: RegistryDep, engine: EngineDep) 
             "max_payload_bytes",
             "max_upload_bytes",
             "job_timeout_s",
+            "max_job_devices",
             "ws_request_timeout_s",
         }
     )
