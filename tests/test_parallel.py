@@ -111,7 +111,8 @@ def test_a_stop_asked_by_one_rank_stops_both_and_the_snapshot_resumes_in_one_pro
     out = tmp_path / "m"
     spec = {"config": asdict(base_config(corpus, out, batch_size=8)), "stop_rank": 1, "stop_after": 15}
     stopped = run_ranks(spec, tmp_path / "spec.json")
-    assert stopped.returncode != 0 and "exitcode  : 3" in stopped.stderr, stopped.stderr[-3000:]
+    assert stopped.returncode != 0
+    assert (tmp_path / "cancelled.0").exists(), f"rank 0 did not stop by itself: {stopped.stderr[-3000:]}"
     state = json.loads((tmp_path / "m.run" / "state.json").read_text())
     assert state["step"] == 10 and state["global_batch"] == 16 and not out.exists()
 

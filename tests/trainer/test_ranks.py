@@ -4,6 +4,7 @@ reports them like one-device jobs, and leaves no rank behind on a cancel or when
 import os
 import signal
 import time
+from pathlib import Path
 
 import httpx
 
@@ -19,6 +20,19 @@ def submit(base: str, hyperparameters: dict) -> dict:
     response = httpx.post(f"{base}/v1/fine_tuning/jobs", json=body, headers=AUTH)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is pid."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def ranks_running(state: str, keep: set[int]) -> list[int]:
@@ -60,7 +74,8 @@ def test_a_cancel_and_a_killed_worker_end_every_rank_and_publish_nothing(stack):
 
     second = submit(base, {**ENDLESS, **TWO})
     wait_for(lambda: (job_status(base, second["id"]).get("progress") or {}).get("step", 0) >= 10, every=0.1)
-    os.killpg(worker, signal.SIGKILL)  # the worker and its work horse, as when a host's processes die
+    for pid in [worker, *children(worker)]:  # the worker and its work horse die at once, as on a lost host
+        os.kill(pid, signal.SIGKILL)
     procs.started.pop("worker").wait(timeout=10)
     wait_for(lambda: ranks_running(state, {api}) == [], timeout=60)  # torchrun and both ranks followed
     failed = finished(base, second["id"])
