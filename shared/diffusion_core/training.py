@@ -282,9 +282,9 @@ def _train(
     started = time.perf_counter() - state["elapsed_s"]
     elapsed = state["elapsed_s"]
     level_sums: dict[str, list[float]] = {}
-    bar = tqdm(total=total, initial=state["step"], disable=not (show_progress and world.main), unit="step")
     if show_progress and world.main:
-        bar.write(_shape_line(config, world, global_batch))
+        tqdm.write(_shape_line(config, world, global_batch))
+    bar = tqdm(total=total, initial=state["step"], disable=not (show_progress and world.main), unit="step")
     while state["step"] < total:
         step = state["step"]
         offset = (step % steps_per_epoch) * global_batch
@@ -331,10 +331,11 @@ def _train(
 
 
 def _shape_line(config: TrainConfig, world: parallel.World, global_batch: int) -> str:
-    where = f"{world.size} {world.device.type} ranks" if world.size > 1 else str(world.device)
+    backend = f" ({'nccl' if world.device.type == 'cuda' else 'gloo'})" if world.size > 1 else ""
     return (
         f"effective batch {global_batch} = {config.batch_size} per pass x {config.grad_accum} accumulated"
-        f" x {world.size} ranks ({global_batch * config.max_length} tokens per step) on {where}"
+        f" x {world.size} rank{'s' if world.size > 1 else ''}, blocks of {config.max_length} tokens,"
+        f" on {world.device.type}{backend}"
     )
 
 
