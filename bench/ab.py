@@ -9,6 +9,7 @@ shape in both outputs are printed once, each number followed by new / old.
 """
 
 import argparse
+import difflib
 import os
 import re
 import subprocess
@@ -32,20 +33,33 @@ def _value(field: str) -> float:
     return float(field.rstrip("x%"))
 
 
+def _key(line: str) -> tuple[str, ...]:
+    """A line's identity: its words, with every number after the first word that is not a number
+    replaced by '#' (leading numbers, such as tokens and batch, name the row; the others are measured)."""
+    words = line.split()
+    label = next((i for i, word in enumerate(words) if not NUMBER.match(word)), len(words))
+    return tuple(w if i <= label or not NUMBER.match(w) else "#" for i, w in enumerate(words))
+
+
+def _with_ratios(old: str, new: str) -> str:
+    """The new line, each measured number followed by (new/old); the row's labels as they are."""
+    fa, fb = old.split(), new.split()
+    cells = []
+    for x, y, shape in zip(fa, fb, _key(new)):
+        cells.append(f"{y}({_value(y) / _value(x):.2f})" if shape == "#" and _value(x) else y)
+    return " ".join(cells)
+
+
 def merge(old: str, new: str) -> list[str]:
-    """New output, each number of a line shaped like its old twin followed by (new/old)."""
-    out = []
-    for a, b in zip(old.splitlines(), new.splitlines()):
-        fa, fb = a.split(), b.split()
-        numeric = [NUMBER.match(x) and NUMBER.match(y) for x, y in zip(fa, fb)]
-        if len(fa) != len(fb) or not any(numeric):
-            out.append(b)
-            continue
-        cells = []
-        for x, y, is_number in zip(fa, fb, numeric):
-            ratio = f"({_value(y) / _value(x):.2f})" if is_number and _value(x) else ""
-            cells.append(f"{y}{ratio}")
-        out.append(" ".join(cells))
+    """Every line of the new output, in order; a line whose shape matches a line of the old output
+    has each number followed by (new/old). Lines are paired by shape, so rows added, dropped or
+    reordered in either output leave the others paired right."""
+    old_lines, new_lines = old.splitlines(), new.splitlines()
+    matcher = difflib.SequenceMatcher(None, [_key(x) for x in old_lines], [_key(x) for x in new_lines], autojunk=False)
+    out = list(new_lines)
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            out[block.b + k] = _with_ratios(old_lines[block.a + k], new_lines[block.b + k])
     return out
 
 

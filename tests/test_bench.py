@@ -27,3 +27,21 @@ def test_gpu_bench_quick_prints_a_row_per_case_with_every_column():
         assert of_limit.endswith("%") and ratio.endswith("x")
     after = record.read_bytes() if record.exists() else None
     assert after == before, "a quick run is a smoke test: it leaves the GPU record as it was"
+
+
+def test_ab_prints_every_row_of_the_new_table_with_ratios_where_a_row_matches():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ab", ROOT / "bench" / "ab.py")
+    ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ab)
+    old = "tokens batch setting tok/s\n64 1 default 100.0\n256 1 default 50.0\nnote: same run"
+    new = (
+        "tokens batch setting tok/s dtype\n64 1 twin 90.0\n64 1 default 200.0\n64 1 dual 300.0\n"
+        "256 1 default 25.0\n256 8 default 10.0\nnote: same run"
+    )
+    merged = ab.merge(old, new)
+    assert len(merged) == len(new.splitlines())
+    assert merged[2] == "64 1 default 200.0(2.00)" and merged[4] == "256 1 default 25.0(0.50)"
+    assert merged[1] == "64 1 twin 90.0" and merged[3] == "64 1 dual 300.0" and merged[5] == "256 8 default 10.0"
+    assert merged[0] == "tokens batch setting tok/s dtype" and merged[-1] == "note: same run"
