@@ -1,6 +1,7 @@
 """Hermetic fixtures: a tiny BPE tokenizer and RoBERTa built in-process, never downloaded; a real Redis;
 the app through TestClient (lifespan runs) or a real uvicorn on loopback."""
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,10 @@ from diffusion_core.tokenizer import train_bpe
 from services.api.config import Settings
 from services.api.main import create_app
 from tests.processes import Processes, leftovers, wait_http
+
+# Tests compare texts exactly, and bfloat16's roundings depend on the CPU's instructions: every model a test
+# loads with dtype auto (CLI, API, spawned services) is float32 unless the test asks for auto itself.
+os.environ.setdefault("UNMASK_DTYPE", "float32")
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog.",

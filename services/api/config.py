@@ -15,7 +15,9 @@ class Settings(ServiceSettings):
     host: str = Field("127.0.0.1", description="where `unmask serve` listens")
     port: int = Field(8000, ge=1, le=65535, description="the port `unmask serve` listens on")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="weights of the served models: auto = bf16 on a CUDA GPU, float32 elsewhere"
+        "auto",
+        description="weights of the served models: auto = bfloat16 where the device computes it natively (a GPU, or a"
+        " CPU with AVX512-BF16 or AMX), float32 elsewhere",
     )
     api_key: ApiKey = Field(None, description="bearer key for write routes; none: write routes refuse every call")
     max_input_tokens: int = Field(256, ge=1, description="longest prompt, in tokens")

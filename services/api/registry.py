@@ -5,6 +5,7 @@ and runs a one-step smoke generation before the model can serve. A swap replaces
 requests already running keep the entry they started with.
 """
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -18,10 +19,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from diffusion_core import GenerationConfig, checkpoint, generate
 from diffusion_core.errors import CheckpointError
 from diffusion_core.manifest import MANIFEST, read_metadata, sha256
-from diffusion_core.model import load_tokenizer, max_positions, pick_device, pick_dtype
+from diffusion_core.model import DtypeChoice, load_tokenizer, max_positions, pick_device, pick_dtype
 from diffusion_core.starter import STARTER_AR, STARTER_DIFFUSION
 from diffusion_core.store import BASE, Store
 from diffusion_core.terminal import TokenPieces
+
+log = logging.getLogger("unmask.api")
 
 
 @dataclass(frozen=True)
@@ -31,12 +34,14 @@ class Twin:
     name: str
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
+    dtype: DtypeChoice
 
 
 def load_twin(source: str, device_name: str, dtype_name: str = "auto") -> Twin:
     device = pick_device(device_name)
-    model = checkpoint.load_causal_lm(source, device, pick_dtype(dtype_name, device))
-    return Twin(base_identity(source)[0], model, load_tokenizer(source))
+    dtype = pick_dtype(dtype_name, device)
+    model = checkpoint.load_causal_lm(source, device, dtype.dtype)
+    return Twin(base_identity(source)[0], model, load_tokenizer(source), dtype)
 
 
 def twin_source(ar_model: str | None, model: str | None) -> str | None:
@@ -56,6 +61,7 @@ class ModelEntry:
     pieces: TokenPieces
     device: torch.device
     positions: int
+    dtype: DtypeChoice
 
 
 def base_identity(source: str) -> tuple[str, str]:
@@ -74,11 +80,11 @@ def base_identity(source: str) -> tuple[str, str]:
 def load_entry(source: str, device_name: str, name: str, version: str, dtype_name: str = "auto") -> ModelEntry:
     """Load, verify and smoke-test one model (blocking: call it from a thread)."""
     device = pick_device(device_name)
-    model, tokenizer = checkpoint.load(source, device, pick_dtype(dtype_name, device))
+    dtype = pick_dtype(dtype_name, device)
+    model, tokenizer = checkpoint.load(source, device, dtype.dtype)
     _smoke(model, tokenizer)
-    return ModelEntry(
-        name, version, source, model, tokenizer, TokenPieces(tokenizer), device, max_positions(model, tokenizer)
-    )
+    positions = max_positions(model, tokenizer)
+    return ModelEntry(name, version, source, model, tokenizer, TokenPieces(tokenizer), device, positions, dtype)
 
 
 def _smoke(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -129,6 +135,7 @@ class ModelRegistry:
         """The base model, then the twin, and only then ready: /ready means every model is in place."""
         try:
             base = load_entry(self.source, self.device, self.base_name, self.base_version, self.dtype)
+            log.info("serving %s on %s in %s (%s)", base.name, base.device, base.dtype.name, base.dtype.reason)
             self._load_twin()
             self.base = self.current = base
         except Exception as exc:  # reported through /ready and /info; the process stays up

@@ -125,13 +125,18 @@ def score(
 
 
 def diffusion_run(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], config: GenerationConfig, bar=None
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    config: GenerationConfig,
+    bar=None,
+    seed: int = 0,
 ) -> tuple[list[str], float, int]:
-    """One sample per prompt (prompt i with seed i): texts, seconds, forward passes."""
+    """One sample per prompt (prompt i with seed + i): texts, seconds, forward passes."""
     texts, nfe = [], 0
     started = time.perf_counter()
     for i, prompt in enumerate(prompts):
-        result = generate(model, tokenizer, prompt, replace(config, seed=i))
+        result = generate(model, tokenizer, prompt, replace(config, seed=seed + i))
         texts.append(result.texts[0])
         nfe += result.nfe
         if bar is not None:
@@ -146,12 +151,13 @@ def ar_run(
     new_tokens: int,
     bar=None,
     top_p: float = 0.9,
+    seed: int = 0,
 ) -> tuple[list[str], float, int]:
-    """The causal LM's sample per prompt (seed i), nucleus sampling: texts, seconds, forward passes."""
+    """The causal LM's sample per prompt (seed + i), nucleus sampling: texts, seconds, forward passes."""
     texts, nfe = [], 0
     started = time.perf_counter()
     for i, prompt in enumerate(prompts):
-        ids = [ids for ids, _ in ar_sample(model, tokenizer, prompt, new_tokens, top_p=top_p, seed=i)][-1]
+        ids = [ids for ids, _ in ar_sample(model, tokenizer, prompt, new_tokens, top_p=top_p, seed=seed + i)][-1]
         texts.append(str(tokenizer.decode(ids, skip_special_tokens=True)).strip())
         nfe += len(ids)
         if bar is not None:
@@ -170,24 +176,27 @@ def assess(
     prompts: int = 20,
     new_tokens: int = NEW_TOKENS,
     settings: dict[str, GenerationConfig] | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Everything `unmask eval` reports, as one JSON-ready dict."""
+    """Everything `unmask eval` reports, as one JSON-ready dict; prompt i is sampled with seed + i."""
     settings = settings or grid(new_tokens)
     chosen = prompts_from(held_out, tokenizer, prompts)
     count = _counter(tokenizer)
-    report: dict[str, Any] = {"likelihood": likelihood(model, tokenizer, held_out), "prompts": len(chosen)}
+    report: dict[str, Any] = {
+        "likelihood": likelihood(model, tokenizer, held_out), "prompts": len(chosen), "seed": seed,
+    }  # fmt: skip
     total = len(chosen) * (len(settings) + (ar_model is not None))
     rows: dict[str, Any] = {}
     samples: dict[str, list[str]] = {}
     with tqdm(total=total, desc="samples", unit="sample") as bar:
         if ar_model is not None and ar_tokenizer is not None:
-            texts, seconds, nfe = ar_run(ar_model, ar_tokenizer, chosen, new_tokens, bar)
+            texts, seconds, nfe = ar_run(ar_model, ar_tokenizer, chosen, new_tokens, bar, seed=seed)
             rows["autoregressive, top_p 0.9"] = asdict(
                 score(reference, reference_tokenizer, _counter(ar_tokenizer), chosen, texts, seconds, nfe)
             )
             samples["autoregressive, top_p 0.9"] = texts
         for name, config in settings.items():
-            texts, seconds, nfe = diffusion_run(model, tokenizer, chosen, config, bar)
+            texts, seconds, nfe = diffusion_run(model, tokenizer, chosen, config, bar, seed=seed)
             rows[name] = {**asdict(score(reference, reference_tokenizer, count, chosen, texts, seconds, nfe)),
                           "config": _config(config)}  # fmt: skip
             samples[name] = texts
@@ -244,7 +253,8 @@ def markdown(report: dict[str, Any]) -> str:
         "| loss | " + " | ".join(f"{v:.3f}" for v in like["masked_token_loss"].values()) + " |",
         "",
         f"{report['prompts']} held-out prompts; gen-PPL under the reference; "
-        f"{env['device']} ({env['hardware']}, {env['threads']} threads), torch {env['torch']}, {env['date']}.",
+        f"{env['device']} ({env['hardware']}, {env['threads']} threads), weights in {env.get('dtype', 'float32')},"
+        f" torch {env['torch']}, {env['date']}; prompt i sampled with seed {report.get('seed', 0)} + i.",
         "",
         "| setting | gen-PPL | unigram H | distinct-2 | distinct-3 | rep-4 | NFE/sample | tokens/s |",
         "|---|---|---|---|---|---|---|---|",

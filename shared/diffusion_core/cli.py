@@ -37,12 +37,13 @@ def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument(
         "--dtype",
-        default="auto",
-        help="weights: auto | float32 | bfloat16 | float16 (auto: bf16 on a CUDA GPU, else float32)",
+        default=os.environ.get("UNMASK_DTYPE") or "auto",
+        help="weights: auto | float32 | bfloat16 | float16 (default: UNMASK_DTYPE, else auto: bfloat16 where the"
+        " device computes it natively, a GPU or a CPU with AVX512-BF16 or AMX, else float32)",
     )
 
 
-def _device_and_dtype(args: argparse.Namespace):  # -> tuple[torch.device, torch.dtype]
+def _device_and_dtype(args: argparse.Namespace):  # -> tuple[torch.device, DtypeChoice]
     from .model import pick_device, pick_dtype
 
     device = pick_device(args.device)
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--prompts", type=int, default=20, help="held-out prompts, one sample each per setting")
     e.add_argument("--new-tokens", type=int, default=64, help="tokens each sample writes")
+    e.add_argument("--seed", type=int, default=0, help="prompt i is sampled with seed + i (several show the noise)")
     e.add_argument(
         "--only",
         action="append",
@@ -212,7 +214,8 @@ def _generate(args: argparse.Namespace) -> int:
     from .terminal import frame_text
 
     config = generation_config(args)
-    model, tokenizer = checkpoint.load(args.model or default_model(), *_device_and_dtype(args))
+    device, dtype = _device_and_dtype(args)
+    model, tokenizer = checkpoint.load(args.model or default_model(), device, dtype.dtype)
     state = create_denoiser(model, tokenizer, args.prompt, config)
     for frame in run(model, state, every_step=args.show_steps):
         if args.show_steps:
@@ -221,9 +224,8 @@ def _generate(args: argparse.Namespace) -> int:
                 print(f"{label} {frame_text(tokenizer, frame, row)}", flush=True)
     texts = decode(tokenizer, state)
     if args.json:
-        print(
-            json.dumps({"texts": texts, "seed": state.seed, "nfe": state.nfe, "finish_reasons": state.finish_reasons()})
-        )
+        result = {"texts": texts, "seed": state.seed, "nfe": state.nfe, "finish_reasons": state.finish_reasons()}
+        print(json.dumps({**result, "dtype": dtype.name, "dtype_reason": dtype.reason}))
     else:
         for i, text in enumerate(texts):
             print(("" if len(texts) == 1 else f"--- sample {i} (seed {state.seed + i})\n") + text)
@@ -306,7 +308,8 @@ def _visualize(args: argparse.Namespace) -> int:
     from . import animation, checkpoint
     from .manifest import write_bytes
 
-    model, tokenizer = checkpoint.load(args.model or default_model(), *_device_and_dtype(args))
+    device, dtype = _device_and_dtype(args)
+    model, tokenizer = checkpoint.load(args.model or default_model(), device, dtype.dtype)
     messages = list(animation.diffusion_messages(model, tokenizer, args.prompt, generation_config(args)))
     out = Path(args.out)
     images = animation.stills(messages)
@@ -330,8 +333,8 @@ def _compare(args: argparse.Namespace) -> int:
     source = args.model or default_model()
     if args.ar_model is None and Path(source).resolve() != STARTER_DIFFUSION.resolve():
         raise ConfigError("--ar-model is required unless --model is the bundled starter", "ar_model")
-    model, tokenizer = checkpoint.load(source, device, dtype)
-    twin = checkpoint.load_causal_lm(args.ar_model or STARTER_AR, device, dtype)
+    model, tokenizer = checkpoint.load(source, device, dtype.dtype)
+    twin = checkpoint.load_causal_lm(args.ar_model or STARTER_AR, device, dtype.dtype)
     config = generation_config(args)
     seed = config.seed if config.seed is not None else 0
 
@@ -375,20 +378,21 @@ def _eval(args: argparse.Namespace) -> int:
         raise ConfigError("--reference (a causal LM, e.g. gpt2-large) is required for a model other than the starter")
     if args.data is None and not is_starter:
         raise ConfigError("--data (held-out text files) is required for a model other than the starter", "data")
-    model, tokenizer = checkpoint.load(source, device, dtype)
+    model, tokenizer = checkpoint.load(source, device, dtype.dtype)
     reference_source = args.reference or str(starter.STARTER_AR)
     reference = checkpoint.load_causal_lm(reference_source, device)  # the judge scores in float32 everywhere
     reference_tokenizer = load_tokenizer(reference_source)
     ar_source = None if args.ar_model == "none" else args.ar_model or reference_source
-    ar = checkpoint.load_causal_lm(ar_source, device, dtype) if ar_source else None
+    ar = checkpoint.load_causal_lm(ar_source, device, dtype.dtype) if ar_source else None
     if args.data:
         held_out = pack(read_texts(args.data), tokenizer, min(128, max_positions(model, tokenizer)))
     else:
         held_out = starter.held_out_blocks(starter.corpus_folder(Path(args.work)), tokenizer)
     report = assessment.assess(
         model, tokenizer, reference, reference_tokenizer, ar, load_tokenizer(ar_source) if ar_source else None,
-        held_out, prompts=args.prompts, new_tokens=args.new_tokens, settings=settings,
+        held_out, prompts=args.prompts, new_tokens=args.new_tokens, settings=settings, seed=args.seed,
     )  # fmt: skip
+    report["environment"].update(dtype=dtype.name, dtype_reason=dtype.reason)
     report["models"] = {"diffusion": source, "reference": reference_source, "autoregressive": ar_source}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,8 @@ async def info(settings: SettingsDep, registry: RegistryDep, engine: EngineDep) 
             "version": entry.version,
             "source": entry.source,
             "device": str(entry.device),
+            "dtype": entry.dtype.name,
+            "dtype_reason": entry.dtype.reason,
             "max_positions": entry.positions,
             "checkpoint": registry.serving,
         }
@@ -65,6 +67,7 @@ async def info(settings: SettingsDep, registry: RegistryDep, engine: EngineDep) 
         "autoregressive": {
             "id": registry.twin.name if registry.twin else None,
             "loaded": registry.twin is not None,
+            "dtype": registry.twin.dtype.name if registry.twin else None,
             "error": registry.twin_error,
         },
         "limits": limits,
