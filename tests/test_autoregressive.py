@@ -17,6 +17,20 @@ def test_batched_rows_equal_single_samples_with_the_same_seeds(tiny_twin, tokeni
     assert rows == singles and len({tuple(r) for r in rows}) > 1
 
 
+def test_forbid_eos_makes_the_twin_write_every_token_it_was_asked_for(tiny_twin, tokenizer):
+    model = checkpoint.load_causal_lm(tiny_twin, torch.device("cpu"))
+    _, end = autoregressive.ends(tokenizer)
+
+    def prefer_the_end(module, inputs, logits):
+        logits[..., end] += 30.0
+        return logits
+
+    model.lm_head.register_forward_hook(prefer_the_end)
+    assert sample_rows(model, tokenizer, "the quick", 12, rows=2, seed=1) == [[end], [end]]
+    rows = sample_rows(model, tokenizer, "the quick", 12, rows=2, seed=1, forbid_eos=True)
+    assert [len(r) for r in rows] == [12, 12] and all(end not in r for r in rows)
+
+
 def _blocks(tokenizer, count: int) -> Blocks:
     ids = torch.randint(5, len(tokenizer), (count, 16), generator=torch.Generator().manual_seed(0))
     return Blocks(ids, torch.ones_like(ids))

@@ -221,11 +221,14 @@ def _decode(
     top_p: float,
     temperature: float,
     seed: int,
+    forbid_eos: bool = False,
 ) -> Iterator[tuple[torch.Tensor, Lap]]:
     """Yield (next token of each row (B,) on the model's device, the forward pass's lap) per step.
 
     KV-cached; row i draws with seed + i (counter-based, as diffusion does); sampling stays on the
-    device. Stops when every row has written the end token (rows that ended keep sampling, unused)."""
+    device. Stops when every row has written the end token (rows that ended keep sampling, unused);
+    with forbid_eos the end token is never drawn and every row writes max_new_tokens, as diffusion's
+    forbid_eos does."""
     from .sampling import SamplingParams
     from .sampling import top_p as nucleus
 
@@ -243,10 +246,13 @@ def _decode(
             result = model(input_ids=ids, use_cache=True, **{cache: past})
         past = getattr(result, cache)
         draws = uniforms(seeds, column, step).view(-1).to(device)
-        tokens = nucleus(result.logits[:, -1].float(), draws, params)
+        logits = result.logits[:, -1].float()
+        if forbid_eos and end is not None:
+            logits[:, end] = -math.inf
+        tokens = nucleus(logits, draws, params)
         yield tokens, timer
         ended |= tokens == end
-        if bool(ended.all()):  # the one host read of a step
+        if not forbid_eos and bool(ended.all()):  # the one host read of a step
             return
         ids = tokens.view(rows, 1)
 
@@ -276,10 +282,13 @@ def sample_rows(
     top_p: float = 0.9,
     temperature: float = 1.0,
     seed: int = 0,
+    forbid_eos: bool = False,
 ) -> list[list[int]]:
-    """`rows` continuations of one prompt decoded as one batch; each cut after its end token."""
+    """`rows` continuations of one prompt decoded as one batch; each cut after its end token (with
+    forbid_eos none is written: every row has max_new_tokens)."""
     _, end = ends(tokenizer)
-    steps = [t for t, _ in _decode(model, tokenizer, prompt, max_new_tokens, rows, top_p, temperature, seed)]
+    decoding = _decode(model, tokenizer, prompt, max_new_tokens, rows, top_p, temperature, seed, forbid_eos)
+    steps = [t for t, _ in decoding]
     out = []
     for row in torch.stack(steps, 1).cpu().tolist() if steps else [[]] * rows:
         out.append(row[: row.index(end) + 1] if end in row else row)
