@@ -138,8 +138,7 @@ def _train(
 
 def job_config(record: dict[str, Any], store: Store, settings: WorkerSettings, staging: Path) -> Any:
     """The job's TrainConfig, the same in the work horse and in every rank of a multi-device job."""
-    from diffusion_core.collator import DEFAULT_LEVELS
-    from diffusion_core.training import TrainConfig
+    from diffusion_core.config import DEFAULT_LEVELS, TrainConfig
 
     hp = record["hyperparameters"]
     training = store.file(record["training_file"])
