@@ -135,7 +135,7 @@ def _wait_ready(url: str, children: list[Child]) -> None:
 
 def up(settings: StackSettings) -> int:
     """Run the stack until Ctrl-C (or SIGTERM, or a part dying); returns the exit status."""
-    from services.api.cli import check_port
+    from services.settings import check_port
 
     check_port(settings.host, settings.port)
     os.umask(0o077)  # the state folder, Redis's data, uploads and checkpoints: this user's only
