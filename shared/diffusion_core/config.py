@@ -54,7 +54,9 @@ class GenerationConfig:
     block_length: int = _param(16, "semi-autoregressive blocks of this many tokens (0: one block)", ge=0, le=100_000)
     future_masks: bool = _param(True, "passes see later blocks' masks; false: the text so far and this block (faster)")
     cache: str = _param(
-        "none", "keep finished text's keys and values between passes (BERT/RoBERTa layouts)", CACHE_MODES
+        "dual",
+        "keep the keys and values of text not being written between passes (BERT/RoBERTa layouts; none: full passes)",
+        CACHE_MODES,
     )
     cache_refresh: int = _param(
         1, "with a cache: recompute everything at the first pass of every this many blocks", ge=1, le=100_000
