@@ -48,8 +48,9 @@ DEFAULT = "bf16"  # the variant whose share of time in the model and forward lim
 
 
 def config_for(new: int, batch: int, **extra) -> GenerationConfig:
+    settings = {"cache": "none", **extra}  # every variant but the dual ones runs full passes
     return GenerationConfig(
-        max_new_tokens=new, steps=new // 4, block_length=16, num_samples=batch, forbid_eos=True, top_p=0.9, **extra
+        max_new_tokens=new, steps=new // 4, block_length=16, num_samples=batch, forbid_eos=True, top_p=0.9, **settings
     )
 
 

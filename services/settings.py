@@ -1,6 +1,7 @@
 """What every service's settings share: the common fields, the API key rule, the one-line message for a
-bad variable."""
+bad variable, the check that a port is free."""
 
+import socket
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
@@ -59,3 +60,13 @@ def settings_error(exc: ValidationError) -> ConfigError:
     first = exc.errors()[0]
     message = str(first["msg"]).removeprefix("Value error, ")
     return ConfigError(f"UNMASK_{str(first['loc'][0]).upper()} {message}")
+
+
+def check_port(host: str, port: int) -> None:
+    """A clear error, before anything starts, when the API's port is taken (`serve` and `up` both ask)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise ConfigError(f"port {port} on {host} is busy; set --port or UNMASK_PORT", "port") from None

@@ -65,3 +65,36 @@ def test_info_serves_every_parameter_for_the_viewer(client):
     assert served["future_masks"] == {
         "name": "future_masks", "type": "boolean", "default": True, "help": served["future_masks"]["help"]
     }  # fmt: skip
+
+
+def test_every_training_default_and_lower_bound_is_trainconfigs_or_a_declared_job_default():
+    from diffusion_core.config import TrainConfig
+    from services.api.schemas import JOB_DEFAULTS, Hyperparameters
+
+    core = {f.name: f for f in fields(TrainConfig)}
+    resolved = Hyperparameters().resolved(positions=10_000)
+    names = {"n_epochs": "epochs"}
+    for api_name, value in resolved.items():
+        name = names.get(api_name, api_name)
+        if name not in core or name == "max_steps":  # max_steps: none in a job, 0 in the core; both mean epochs
+            assert api_name in ("n_devices", "max_steps"), f"{api_name} is neither TrainConfig's nor declared"
+            continue
+        expected = JOB_DEFAULTS[name][0] if name in JOB_DEFAULTS else core[name].default
+        assert value == (list(expected) if isinstance(expected, tuple) else expected), api_name
+        field = Hyperparameters.model_json_schema()["properties"][api_name]
+        assert core[name].metadata["help"] in field["description"], api_name
+    assert Hyperparameters().max_steps is None and core["max_steps"].default == 0
+    assert set(JOB_DEFAULTS) <= set(core) and all(reason for _, reason in JOB_DEFAULTS.values())
+    assert Hyperparameters.model_validate({"max_length": 8}).max_length == 8 == core["max_length"].metadata["ge"]
+
+
+def test_every_train_flag_is_a_trainconfig_field_with_its_default():
+    from diffusion_core.config import TrainConfig
+
+    train = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
+    flags = {a.dest: a for a in train._actions if a.dest != "help"}
+    for f in fields(TrainConfig):
+        assert f.name in flags, f.name
+        if f.name not in ("data", "output"):
+            assert flags[f.name].default == f.default, f.name
+    assert set(flags) == {f.name for f in fields(TrainConfig)}

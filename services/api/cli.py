@@ -2,9 +2,6 @@
 
 import argparse
 import logging
-import socket
-
-from diffusion_core.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> dict:
@@ -14,15 +11,6 @@ def register(sub: argparse._SubParsersAction) -> dict:
     p.add_argument("--model", default=None, help="checkpoint directory or hub id (overrides UNMASK_MODEL)")
     p.add_argument("--dtype", default=None, help="auto | float32 | bfloat16 | float16 (overrides UNMASK_DTYPE)")
     return {"serve": serve}
-
-
-def check_port(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            raise ConfigError(f"port {port} on {host} is busy; set --port or UNMASK_PORT", "port") from None
 
 
 class _QuietProbes(logging.Filter):
@@ -37,7 +25,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
-    from services.settings import settings_error
+    from services.settings import check_port, settings_error
 
     from .config import Settings
     from .main import create_app

@@ -21,7 +21,7 @@ from diffusion_core import Denoiser, Frame, StepInputs
 from diffusion_core.denoise import forward, inference
 from diffusion_core.runtime import release_freed_memory
 
-from .defaults import STREAM_BUFFER
+from .defaults import ENGINE_IDLE_S, ENGINE_STOP_S, STREAM_BUFFER
 from .metrics import Metrics
 from .registry import ModelEntry
 
@@ -114,7 +114,7 @@ class Engine:
         with self._cond:
             self._stop = True
             self._cond.notify()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=ENGINE_STOP_S)
 
     @property
     def load(self) -> int:
@@ -165,7 +165,7 @@ class Engine:
             with self._cond:
                 batch = self._admit()
                 while not batch and not self._stop:
-                    woken = self._cond.wait(timeout=0.5)
+                    woken = self._cond.wait(timeout=ENGINE_IDLE_S)
                     batch = self._admit()
                     if not batch and not woken and self._peak:
                         release_freed_memory()  # idle for a while: give back what the last requests' peak took

@@ -20,7 +20,7 @@ from diffusion_core.store import Store
 
 from . import errors
 from .config import Settings
-from .defaults import REAP_EVERY_S
+from .defaults import REAP_EVERY_S, REDIS_CONNECT_TIMEOUT_S, REDIS_HEALTH_CHECK_S, REDIS_SOCKET_TIMEOUT_S
 from .deps import needs_key
 from .engine import Engine
 from .metrics import Metrics
@@ -136,4 +136,9 @@ def _redis(url: str | None) -> Redis | None:
     """A client for REDIS_URL (connections are made lazily: Redis may come up after the API)."""
     if url is None:
         return None
-    return Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10)
+    return Redis.from_url(
+        url,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        health_check_interval=REDIS_HEALTH_CHECK_S,
+    )

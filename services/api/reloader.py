@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from diffusion_core.store import BASE, EVENTS, Store
 
+from .defaults import LOADED_POLL_S, RELOAD_STOP_S
 from .metrics import Metrics
 from .registry import ModelRegistry
 
@@ -33,12 +34,12 @@ class Reloader:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=RELOAD_STOP_S)
 
     def _loop(self) -> None:
         pubsub: PubSub | None = None
         down = False
-        while not self._stop.is_set() and not self.registry.loaded.wait(0.1):
+        while not self._stop.is_set() and not self.registry.loaded.wait(LOADED_POLL_S):
             pass
         while not self._stop.is_set():
             try:

@@ -7,8 +7,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from diffusion_core import config
 from diffusion_core.animation import MAX_FRAMES
-from diffusion_core.collator import DEFAULT_LEVELS
-from diffusion_core.config import MIN_TEMPERATURE, GenerationConfig
+from diffusion_core.config import DEFAULT_LEVELS, MIN_TEMPERATURE, GenerationConfig, TrainConfig
 
 
 def _one_of(table: dict | tuple, what: str) -> AfterValidator:
@@ -195,35 +194,71 @@ class ChatRequest(_OpenAIRequest):
         return self.generation(self.max_completion_tokens or self.max_tokens or 64)
 
 
+# A job's defaults that differ from TrainConfig's, and why; tests/test_config.py holds the rest to TrainConfig.
+JOB_DEFAULTS: dict[str, tuple[Any, str]] = {
+    "epochs": (3, "OpenAI's auto (n_epochs): a job's data is small, and one pass over it teaches little"),
+    "learning_rate": (1e-4, "a job continues a model already trained for diffusion: half a first run's peak"),
+    "warmup_steps": (10, "jobs are short (tens to hundreds of steps): 100 steps of warmup would be most of one"),
+}
+
+
+def _job_default(name: str) -> Any:
+    return JOB_DEFAULTS[name][0] if name in JOB_DEFAULTS else config.default_of(name, TrainConfig)
+
+
+def _train(name: str, *, le: float, default: Any = None) -> Any:
+    """A hyperparameter's Field: description and lower bound from TrainConfig, an upper bound of the API's own."""
+    low = config.bounds(name, TrainConfig)
+    return Field(
+        default if default is not None else _job_default(name),
+        description=config.help_of(name, TrainConfig),
+        ge=low.get("ge"),
+        gt=low.get("gt"),
+        le=le,
+    )
+
+
+def _auto(name: str) -> Any:
+    return Field("auto", description=f"{config.help_of(name, TrainConfig)}; auto: {_job_default(name)}")
+
+
 class Hyperparameters(BaseModel):
-    """OpenAI's names where they exist ("auto" included), plus the diffusion extras."""
+    """OpenAI's names where they exist ("auto" included), plus the diffusion extras; each maps to a TrainConfig
+    field of the same name (n_epochs: epochs), whose description and lower bound it takes."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    n_epochs: Literal["auto"] | Annotated[int, Field(ge=1, le=100)] = Field("auto", description="auto: 3")
+    n_epochs: Literal["auto"] | Annotated[int, Field(ge=1, le=100)] = _auto("epochs")
     max_steps: int | None = Field(None, ge=1, le=1_000_000, description="optimizer steps; overrides n_epochs")
-    batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=512)] = Field(
-        "auto", description="blocks per device per forward pass; auto: 16"
-    )
-    grad_accum: int = Field(1, ge=1, le=1024, description="forward passes per optimizer step")
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=512)] = _auto("batch_size")
+    grad_accum: int = _train("grad_accum", le=1024)
     n_devices: int = Field(1, ge=1, le=1024, description="devices (GPUs, or CPU cores) the worker trains on at once")
-    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory")
-    learning_rate: Literal["auto"] | Annotated[float, Field(gt=0, le=0.01)] = Field("auto", description="auto: 1e-4")
-    warmup_steps: int = Field(10, ge=0, le=100_000)
+    gradient_checkpointing: bool = Field(
+        _job_default("gradient_checkpointing"), description=config.help_of("gradient_checkpointing", TrainConfig)
+    )
+    learning_rate: Literal["auto"] | Annotated[float, Field(gt=0, le=0.01)] = _auto("learning_rate")
+    warmup_steps: int = _train("warmup_steps", le=100_000)
     levels: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=lambda: list(DEFAULT_LEVELS),
         min_length=1,
         max_length=64,
-        description="masking rates trained on, one per batch",
+        description=config.help_of("levels", TrainConfig),
     )
-    prefix_max: int = Field(16, ge=0, le=1024, description="leading tokens per example kept unmasked (0 ... P)")
-    max_length: Literal["auto"] | Annotated[int, Field(ge=16, le=2048)] = Field(
-        "auto", description="tokens per packed training block; auto: 128, or the model's positions if fewer"
+    prefix_max: int = _train("prefix_max", le=1024)
+    max_length: Literal["auto"] | Annotated[int, Field(**config.bounds("max_length", TrainConfig), le=2048)] = Field(
+        "auto",
+        description=f"{config.help_of('max_length', TrainConfig)}; auto: {_job_default('max_length')}, or the"
+        " model's positions if fewer",
     )
 
     def resolved(self, positions: int) -> dict[str, Any]:
         values = self.model_dump()
-        auto = {"n_epochs": 3, "batch_size": 16, "learning_rate": 1e-4, "max_length": min(128, positions)}
+        auto = {
+            "n_epochs": _job_default("epochs"),
+            "batch_size": _job_default("batch_size"),
+            "learning_rate": _job_default("learning_rate"),
+            "max_length": min(_job_default("max_length"), positions),
+        }
         return {k: auto[k] if v == "auto" else v for k, v in values.items()}
 
 

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from diffusion_core.errors import ConfigError
 
-from .defaults import REDIS_START_TIMEOUT_S
+from .defaults import REDIS_PING_S, REDIS_POLL_S, REDIS_START_TIMEOUT_S, REDIS_STOP_S
 
 
 def redis_binary() -> str:
@@ -94,7 +94,7 @@ class RedisServer:
         return -1 if self.process is None else self.process.poll()
 
     def _wait(self) -> None:
-        client = Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
+        client = Redis(port=self.port, password=self.password, socket_connect_timeout=REDIS_PING_S)
         deadline = time.monotonic() + REDIS_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -103,7 +103,7 @@ class RedisServer:
                 client.ping()
                 return
             except RedisError:
-                time.sleep(0.05)
+                time.sleep(REDIS_POLL_S)
         self.stop()
         raise ConfigError(f"redis-server did not answer on port {self.port} within {REDIS_START_TIMEOUT_S:.0f} s")
 
@@ -112,7 +112,7 @@ class RedisServer:
             return
         self.process.terminate()
         try:
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=REDIS_STOP_S)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

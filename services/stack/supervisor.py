@@ -26,7 +26,18 @@ from diffusion_core.errors import ConfigError
 from services.settings import shown_url
 
 from .config import StackSettings
-from .defaults import API_MAX_CRASHES, BACKOFF_S, READY_TIMEOUT_S, STABLE_S, STOP_TIMEOUT_S
+from .defaults import (
+    API_MAX_CRASHES,
+    BACKOFF_S,
+    OUTPUT_DRAIN_S,
+    READY_POLL_S,
+    READY_REQUEST_S,
+    READY_TIMEOUT_S,
+    STABLE_S,
+    STOP_TIMEOUT_S,
+    WATCH_EVERY_S,
+    WORKER_STOP_S,
+)
 from .redis_server import RedisServer, write_private
 
 
@@ -78,7 +89,7 @@ class Child:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-        self._pump.join(timeout=2)
+        self._pump.join(timeout=OUTPUT_DRAIN_S)
 
 
 @contextmanager
@@ -125,17 +136,17 @@ def _wait_ready(url: str, children: list[Child]) -> None:
             if child.process.poll() is not None:
                 raise ConfigError(f"{child.name} exited with status {child.process.returncode} while starting")
         try:
-            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+            if httpx.get(url + "/ready", timeout=READY_REQUEST_S).status_code == 200:
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.25)
+        time.sleep(READY_POLL_S)
     raise ConfigError(f"the API was not ready within {READY_TIMEOUT_S:.0f} s")
 
 
 def up(settings: StackSettings) -> int:
     """Run the stack until Ctrl-C (or SIGTERM, or a part dying); returns the exit status."""
-    from services.api.cli import check_port
+    from services.settings import check_port
 
     check_port(settings.host, settings.port)
     os.umask(0o077)  # the state folder, Redis's data, uploads and checkpoints: this user's only
@@ -176,7 +187,7 @@ def up(settings: StackSettings) -> int:
         finally:
             for child in reversed(children):  # workers, then the API
                 if child.name.startswith("worker"):  # RQ: the second signal stops a running job at once
-                    child.stop((signal.SIGTERM, signal.SIGTERM), wait_s=1.0)
+                    child.stop((signal.SIGTERM, signal.SIGTERM), wait_s=WORKER_STOP_S)
                 else:
                     child.stop()
             if redis is not None:
@@ -189,7 +200,7 @@ def _watch(parts: list["Child | RedisServer"], stopping: threading.Event) -> int
     """Restart any part that dies, after a pause that grows while it keeps dying; 1 if the API will not stay up."""
     crashes = {part.name: 0 for part in parts}
     due: dict[str, float] = {}  # part name -> when to start it again
-    while not stopping.wait(0.5):
+    while not stopping.wait(WATCH_EVERY_S):
         now = time.monotonic()
         for part in parts:
             if part.name in due:

@@ -22,7 +22,7 @@ from diffusion_core.errors import UnmaskError
 from diffusion_core.store import Store, new_version
 
 from .config import WorkerSettings
-from .defaults import CANCEL_POLL_S
+from .defaults import BEAT_STOP_S, BEATS_PER_TTL, CANCEL_POLL_S
 
 log = logging.getLogger("unmask.trainer")
 ERROR_CODES = {
@@ -60,10 +60,10 @@ class Watch:
 
     def __exit__(self, *exc: object) -> None:
         self._done.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=BEAT_STOP_S)
 
     def _beat(self) -> None:
-        while not self._done.wait(self.ttl_s / 3):
+        while not self._done.wait(self.ttl_s / BEATS_PER_TTL):
             try:
                 jobs.beat(self.redis, self.job_id, self.ttl_s)
             except RedisError as error:  # Redis may be restarting; training goes on
@@ -138,8 +138,7 @@ def _train(
 
 def job_config(record: dict[str, Any], store: Store, settings: WorkerSettings, staging: Path) -> Any:
     """The job's TrainConfig, the same in the work horse and in every rank of a multi-device job."""
-    from diffusion_core.collator import DEFAULT_LEVELS
-    from diffusion_core.training import TrainConfig
+    from diffusion_core.config import DEFAULT_LEVELS, TrainConfig
 
     hp = record["hyperparameters"]
     training = store.file(record["training_file"])

@@ -36,7 +36,7 @@ PROMPT_TOKENS = 16
 def grid(new_tokens: int = NEW_TOKENS) -> dict[str, GenerationConfig]:
     """The decoding settings `unmask eval` compares: steps, schedule, remasking, spacing, temperature,
     top-p and the block cache. The default writes 4 tokens per step in blocks of 16 (16 steps for 64
-    tokens), keeping a step's tokens 3 columns apart."""
+    tokens), keeping a step's tokens 3 columns apart, with the dual cache."""
     steps = max(1, new_tokens // 4)
     base = GenerationConfig(max_new_tokens=new_tokens, steps=steps, forbid_eos=True)
     one_per_step = new_tokens
@@ -54,7 +54,7 @@ def grid(new_tokens: int = NEW_TOKENS) -> dict[str, GenerationConfig]:
         f"{steps} steps, top_p 0.8": replace(base, top_p=0.8),
         f"{steps} steps, temperature 0.8": replace(base, sampling="temperature", temperature=0.8),
         f"{steps} steps, prefix cache": replace(base, cache="prefix"),
-        f"{steps} steps, dual cache": replace(base, cache="dual"),
+        f"{steps} steps, no cache": replace(base, cache="none"),
         f"{steps} steps, dual cache, refresh every 4 blocks": replace(base, cache="dual", cache_refresh=4),
     }
 

@@ -92,38 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _generation_args(g)
 
     t = sub.add_parser("train", help="fine-tune a masked LM for diffusion (or train one from scratch)")
-    t.add_argument("data", nargs="+", help=".txt / .jsonl files, folders, or hf:NAME[:CONFIG[:SPLIT]]")
-    t.add_argument("--output", required=True, help="checkpoint directory to write")
-    src = t.add_mutually_exclusive_group(required=True)
-    src.add_argument("--base", help="checkpoint directory or hub id to fine-tune (e.g. roberta-base)")
-    src.add_argument("--architecture", help="a fresh model: roberta-tiny | roberta-small | roberta-base")
-    t.add_argument("--tokenizer", help="tokenizer for --architecture (default: train a byte-level BPE on the data)")
-    t.add_argument("--vocab-size", type=int, default=8000)
-    t.add_argument("--max-length", type=int, default=128, help="tokens per training block")
-    t.add_argument("--batch-size", type=int, default=16, help="blocks per device per forward pass")
-    t.add_argument(
-        "--grad-accum", type=int, default=1, help="forward passes per optimizer step (batch = size x accum x ranks)"
-    )
-    t.add_argument(
-        "--gradient-checkpointing", action="store_true", help="recompute activations in backward: less memory"
-    )
-    t.add_argument("--learning-rate", type=float, default=2e-4)
-    t.add_argument("--warmup-steps", type=int, default=100)
-    t.add_argument("--max-steps", type=int, default=0, help="0: train for --epochs")
-    t.add_argument("--epochs", type=float, default=1.0)
-    t.add_argument(
-        "--levels",
-        default="1.0,0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1",
-        help="comma-separated masking rates, or 'continuous' for t ~ U(eps, 1)",
-    )
-    t.add_argument("--prefix-max", type=int, default=16, help="longest unmasked prefix drawn per example (as the API)")
-    t.add_argument("--eval-every", type=int, default=200)
-    t.add_argument("--log-every", type=int, default=10, help="steps averaged into one progress record")
-    t.add_argument("--save-every", type=int, default=500)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--precision", default="auto", help="auto | bf16 | fp32")
-    t.add_argument("--device", default="auto")
-    t.add_argument("--resume", action="store_true", help="continue from <output>.run/")
+    _train_args(t)
     v = sub.add_parser("visualize", help="record a generation as an animated GIF, PNG frames and an HTML player")
     v.add_argument("prompt", help="prompt text; each <mask> is one token to fill in place")
     v.add_argument("--out", required=True, help="folder for run.gif, frames/NNNN.png and run.html")
@@ -196,15 +165,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _levels(text: str) -> tuple[float, ...] | None:
-    from .errors import ConfigError
+def _train_args(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, with its default, help and choices (no torch imported)."""
+    from dataclasses import MISSING, fields
 
+    from .config import TrainConfig
+
+    source = p.add_mutually_exclusive_group(required=True)
+    for f in fields(TrainConfig):
+        flag, choices = "--" + f.name.replace("_", "-"), f.metadata["choices"]
+        help_text = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
+        where = source if f.name in ("base", "architecture") else p
+        if f.name == "data":
+            p.add_argument("data", nargs="+", help=help_text)
+        elif f.name == "levels":
+            p.add_argument(flag, type=_levels, default=f.default, help=help_text)
+        elif f.name == "eval_data":
+            p.add_argument(flag, nargs="+", default=(), help=help_text)
+        elif f.default is False:
+            p.add_argument(flag, action="store_true", help=help_text)
+        elif f.default is MISSING:
+            p.add_argument(flag, required=True, help=help_text)
+        else:
+            kind = _scalar_type(f.type)
+            help_text += f": {' | '.join(choices)}" if choices else ""
+            where.add_argument(flag, type=kind, default=f.default, help=help_text)
+
+
+def _scalar_type(annotation: object) -> type:
+    """int, float or str from a field's annotation (`float | None` gives float)."""
+    import typing
+
+    options = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    kind = options[0]
+    assert kind in (int, float, str), annotation
+    return kind  # type: ignore[return-value]
+
+
+def train_config(args: argparse.Namespace):  # -> TrainConfig
+    from dataclasses import fields
+
+    from .config import TrainConfig
+
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    return TrainConfig(**{**values, "data": tuple(args.data), "eval_data": tuple(args.eval_data)})
+
+
+def _levels(text: str) -> tuple[float, ...] | None:
     if text == "continuous":
         return None
     try:
         return tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise ConfigError(f"--levels must be comma-separated numbers or 'continuous', not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"comma-separated numbers or 'continuous', not {text!r}") from None
 
 
 @command("generate")
@@ -234,33 +247,9 @@ def _generate(args: argparse.Namespace) -> int:
 
 @command("train")
 def _train(args: argparse.Namespace) -> int:
-    from .training import TrainConfig, train
+    from .training import train
 
-    config = TrainConfig(
-        data=tuple(args.data),
-        output=args.output,
-        base=args.base,
-        architecture=args.architecture,
-        tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size,
-        max_length=args.max_length,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        gradient_checkpointing=args.gradient_checkpointing,
-        learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_steps,
-        max_steps=args.max_steps,
-        epochs=args.epochs,
-        levels=_levels(args.levels),
-        prefix_max=args.prefix_max,
-        eval_every=args.eval_every,
-        log_every=args.log_every,
-        save_every=args.save_every,
-        seed=args.seed,
-        precision=args.precision,
-        device=args.device,
-        resume=args.resume,
-    )
+    config = train_config(args)
     path = train(config)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 wrote it
         print(f"checkpoint written to {path}")

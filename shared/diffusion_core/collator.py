@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-DEFAULT_LEVELS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+from .config import DEFAULT_LEVELS
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,20 @@ SCHEDULES = ("cosine", "linear", "exponential", "loglinear")
 SAMPLING_RULES = ("top_p", "top_k", "temperature", "greedy")
 REMASKING_RULES = ("low_confidence", "random", "threshold")
 CACHE_MODES = ("none", "prefix", "dual")
+ARCHITECTURES = ("roberta-tiny", "roberta-small", "roberta-base")  # model.ARCHITECTURES' names
+PRECISIONS = ("auto", "bf16", "fp32")
+SAVE_DTYPES = ("float32", "float16", "bfloat16")
+DEFAULT_LEVELS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 _BOUNDS = ("ge", "gt", "le", "lt")
+_REQUIRED = object()
 
 
 def _param(default: Any, help: str, choices: tuple[str, ...] = (), **bounds: float) -> Any:
-    """A generation parameter: its default, its one-line help, and its bounds or choices, declared once
-    for the core's checks, the API's schemas, the CLI's flags and the viewer's form."""
+    """A parameter: its default, its one-line help, and its bounds or choices, declared once for the
+    core's checks, the API's schemas, the CLI's flags and the viewer's form."""
     assert set(bounds) <= set(_BOUNDS), bounds
-    return field(default=default, metadata={"help": help, "choices": choices, **bounds})
+    metadata = {"help": help, "choices": choices, **bounds}
+    return field(metadata=metadata) if default is _REQUIRED else field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,9 @@ class GenerationConfig:
     block_length: int = _param(16, "semi-autoregressive blocks of this many tokens (0: one block)", ge=0, le=100_000)
     future_masks: bool = _param(True, "passes see later blocks' masks; false: the text so far and this block (faster)")
     cache: str = _param(
-        "none", "keep finished text's keys and values between passes (BERT/RoBERTa layouts)", CACHE_MODES
+        "dual",
+        "keep the keys and values of text not being written between passes (BERT/RoBERTa layouts; none: full passes)",
+        CACHE_MODES,
     )
     cache_refresh: int = _param(
         1, "with a cache: recompute everything at the first pass of every this many blocks", ge=1, le=100_000
@@ -58,18 +66,67 @@ class GenerationConfig:
     forbid_eos: bool = _param(False, "never end early at an end-of-text token")
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.metadata["choices"] and value not in f.metadata["choices"]:
-                known = ", ".join(sorted(f.metadata["choices"]))
-                what = {"sampling": "sampling rule", "remasking": "remasking rule", "cache": "cache mode"}.get(
-                    f.name, f.name
-                )
-                raise ConfigError(f"unknown {what} {value!r}; choose one of: {known}", f.name)
-            if value is not None and not isinstance(value, bool):
-                for bound, limit in ((b, f.metadata.get(b)) for b in _BOUNDS):
-                    _check(limit is None or _holds(value, bound, limit), f.name, f"must be {_WORDS[bound]} {limit}")
+        _check_fields(self)
         _check(self.sampling != "top_k" or self.top_k > 0, "top_k", "must be set (> 0) with sampling=top_k")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (`unmask train`, a queued job's worker, the starter recipe)."""
+
+    data: tuple[str, ...] = _param(_REQUIRED, "training text: .txt / .jsonl files, folders, or hf:NAME[:CONFIG]")
+    output: str = _param(_REQUIRED, "checkpoint directory to write")
+    base: str | None = _param(None, "checkpoint directory or hub id to fine-tune (e.g. roberta-base)")
+    architecture: str | None = _param(None, "a fresh model instead of a base", ARCHITECTURES)
+    tokenizer: str | None = _param(None, "tokenizer for a fresh model (default: a byte-level BPE trained on the data)")
+    vocab_size: int = _param(8000, "size of that BPE", ge=16)
+    max_length: int = _param(128, "tokens per packed training block", ge=8)
+    batch_size: int = _param(16, "blocks per device per forward pass", ge=1)
+    grad_accum: int = _param(1, "forward passes per optimizer step (a step sees batch_size x grad_accum x ranks)", ge=1)
+    gradient_checkpointing: bool = _param(False, "recompute activations in the backward pass: less memory")
+    learning_rate: float = _param(2e-4, "peak learning rate: linear warmup, then cosine decay to 10%", gt=0, lt=1)
+    warmup_steps: int = _param(100, "steps of linear warmup", ge=0)
+    max_steps: int = _param(0, "optimizer steps (0: train for epochs)", ge=0)
+    epochs: float = _param(1.0, "passes over the training blocks, when max_steps is 0", gt=0)
+    levels: tuple[float, ...] | None = _param(
+        DEFAULT_LEVELS, "masking rates, one drawn per batch (none, on the command line continuous: t ~ U(eps, 1))"
+    )
+    eps: float = _param(0.02, "lowest masking rate of the continuous draw", gt=0, lt=1)
+    prefix_max: int = _param(16, "up to this many leading tokens per example stay unmasked, like a prompt", ge=0)
+    held_out: float = _param(0.05, "share of blocks kept for evaluation, when no eval_data is given", ge=0, lt=1)
+    eval_data: tuple[str, ...] = _param((), "held-out text files; when given, all of data trains")
+    eval_every: int = _param(200, "steps between held-out evaluations", ge=1)
+    log_every: int = _param(10, "steps averaged into one progress record", ge=1)
+    save_every: int = _param(500, "steps between resumable snapshots", ge=1)
+    time_limit_s: float = _param(0.0, "stop after this many seconds (0: no limit)", ge=0)
+    seed: int = _param(0, "seeds a fresh model's weights, the block order and the masking", ge=0)
+    precision: str = _param("auto", "auto: bf16 autocast where the device computes bf16", PRECISIONS)
+    device: str = _param("auto", "auto | cpu | cuda | cuda:N | mps")
+    resume: bool = _param(False, "continue from the snapshot in <output>.run/")
+    save_dtype: str = _param("float32", "dtype of the published weights", SAVE_DTYPES)
+    dropout: float | None = _param(None, "override the model's dropout (none: keep it)", ge=0, lt=1)
+
+    def __post_init__(self) -> None:
+        if (self.base is None) == (self.architecture is None):
+            raise ConfigError("give exactly one of base (a checkpoint to fine-tune) or architecture (a fresh model)")
+        _check_fields(self)
+        ok = self.levels is None or (bool(self.levels) and all(0 < r <= 1 for r in self.levels))
+        _check(ok, "levels", "must be masking rates in (0, 1]")
+
+
+_WHAT = {"sampling": "sampling rule", "remasking": "remasking rule", "cache": "cache mode"}
+
+
+def _check_fields(config: Any) -> None:
+    """Every field's choices and bounds, as its declaration states them."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.metadata["choices"] and value is not None and value not in f.metadata["choices"]:
+            known = ", ".join(sorted(f.metadata["choices"]))
+            raise ConfigError(f"unknown {_WHAT.get(f.name, f.name)} {value!r}; choose one of: {known}", f.name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            for bound, limit in ((b, f.metadata.get(b)) for b in _BOUNDS):
+                _check(limit is None or _holds(value, bound, limit), f.name, f"must be {_WORDS[bound]} {limit}")
 
 
 _WORDS = {"ge": "at least", "gt": "greater than", "le": "at most", "lt": "less than"}
@@ -94,14 +151,18 @@ def parameters() -> list[dict[str, Any]]:
     return out
 
 
-def bounds(name: str) -> dict[str, float]:
+def bounds(name: str, of: type = GenerationConfig) -> dict[str, float]:
     """The bounds of one parameter, as keyword arguments for pydantic's Field."""
-    meta = next(f.metadata for f in fields(GenerationConfig) if f.name == name)
+    meta = next(f.metadata for f in fields(of) if f.name == name)
     return {b: meta[b] for b in _BOUNDS if meta.get(b) is not None}
 
 
-def help_of(name: str) -> str:
-    return str(next(f.metadata["help"] for f in fields(GenerationConfig) if f.name == name))
+def help_of(name: str, of: type = GenerationConfig) -> str:
+    return str(next(f.metadata["help"] for f in fields(of) if f.name == name))
+
+
+def default_of(name: str, of: type = GenerationConfig) -> Any:
+    return next(f.default for f in fields(of) if f.name == name)
 
 
 def _check(ok: bool, field: str, message: str) -> None:

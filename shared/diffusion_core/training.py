@@ -16,12 +16,12 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from . import checkpoint, parallel, snapshot
-from .collator import DEFAULT_LEVELS, DiffusionCollator, MaskedBatch
+from .collator import DiffusionCollator, MaskedBatch
+from .config import TrainConfig
 from .data import Blocks, pack, read_texts, split
 from .errors import ConfigError, UnmaskError
 from .evaluation import masked_token_loss
 from .model import (
-    ARCHITECTURES,
     SpecialTokens,
     bf16_supported,
     fresh_masked_lm,
@@ -29,7 +29,6 @@ from .model import (
     masked_logits,
     max_positions,
 )
-from .names import lookup
 from .progress import Progress, hardware, level_key, record, stages_of, write_log_into
 from .tokenizer import train_bpe
 
@@ -38,60 +37,6 @@ EVAL_RATES = (0.15, 0.5, 0.9)
 
 class TrainingCancelled(UnmaskError):
     """should_stop() asked the run to end; no checkpoint was written."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    data: tuple[str, ...]  # .txt / .jsonl files, folders, or hf:NAME[:CONFIG[:SPLIT]]
-    output: str  # checkpoint directory to write
-    base: str | None = None  # checkpoint directory or hub id to start from
-    architecture: str | None = None  # or a fresh model: roberta-tiny | roberta-small | roberta-base
-    tokenizer: str | None = None  # tokenizer for a fresh model; None trains a byte-level BPE on the data
-    vocab_size: int = 8000  # size of that BPE
-    max_length: int = 128  # tokens per packed block
-    batch_size: int = 16  # blocks per device per forward pass
-    grad_accum: int = 1  # forward passes per optimizer step: the step sees batch_size x grad_accum x ranks blocks
-    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more time
-    learning_rate: float = 2e-4
-    warmup_steps: int = 100
-    max_steps: int = 0  # 0: run `epochs` passes over the data
-    epochs: float = 1.0
-    levels: tuple[float, ...] | None = DEFAULT_LEVELS  # masking rates; None: continuous t ~ U(eps, 1)
-    eps: float = 0.02
-    prefix_max: int = 0  # up to this many leading tokens per example stay unmasked
-    held_out: float = 0.05  # share of blocks kept for evaluation (when eval_data is empty)
-    eval_data: tuple[str, ...] = ()  # held-out text files; when given, all of `data` trains
-    eval_every: int = 200  # steps between held-out evaluations
-    log_every: int = 10  # steps averaged into one progress record
-    save_every: int = 500  # steps between resumable snapshots
-    time_limit_s: float = 0.0  # stop early after this many seconds (0: no limit)
-    seed: int = 0
-    precision: str = "auto"  # auto (bf16 autocast where fast) | bf16 | fp32
-    device: str = "auto"
-    resume: bool = False  # continue from the snapshot in <output>.run/
-    save_dtype: str = "float32"  # float32 | float16 | bfloat16 for the published weights
-    dropout: float | None = None  # override the model's dropout (None: keep it)
-
-    def __post_init__(self) -> None:
-        if (self.base is None) == (self.architecture is None):
-            raise ConfigError("give exactly one of base (a checkpoint to fine-tune) or architecture (a fresh model)")
-        if self.architecture is not None:
-            lookup(ARCHITECTURES, self.architecture, "architecture")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"unknown precision {self.precision!r}; choose one of: auto, bf16, fp32")
-        if self.save_dtype not in ("float32", "float16", "bfloat16"):
-            raise ConfigError(f"unknown save_dtype {self.save_dtype!r}; choose one of: float32, float16, bfloat16")
-        for name in ("max_length", "batch_size", "grad_accum", "warmup_steps", "eval_every", "save_every", "log_every"):
-            if getattr(self, name) < (8 if name == "max_length" else 0 if name == "warmup_steps" else 1):
-                raise ConfigError(f"{name} is too small: {getattr(self, name)}")
-        if not 0 < self.learning_rate < 1:
-            raise ConfigError("learning_rate must be in (0, 1)")
-        if self.levels is not None and (not self.levels or not all(0 < r <= 1 for r in self.levels)):
-            raise ConfigError("levels must be masking rates in (0, 1]")
-        if not 0 <= self.held_out < 1:
-            raise ConfigError("held_out must be in [0, 1)")
-        if self.max_steps < 0 or self.epochs <= 0:
-            raise ConfigError("max_steps must be >= 0 and epochs > 0")
 
 
 class _MaskedLogits(nn.Module):
@@ -199,7 +144,7 @@ def _backward(run: _Run, batch: MaskedBatch, accum: int) -> float:
     (so the micro-batches add up to the mean) and multiplied by the rank count (DDP averages over
     ranks, the mean wants their sum). Returns this rank's part of the mean; the parts sum to it."""
     world = run.world
-    count = int((batch.labels != -100).sum())
+    count = max(1, int((batch.labels != -100).sum()))  # a batch of prompts too long to leave a masked token: 0
     shares = torch.arange(batch.labels.shape[0]).tensor_split(world.size * accum)
     part = 0.0
     for i, examples in enumerate(shares[world.rank * accum : (world.rank + 1) * accum]):

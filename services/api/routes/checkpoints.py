@@ -10,7 +10,7 @@ from diffusion_core.errors import CheckpointError
 from diffusion_core.manifest import MANIFEST, sha256, verify
 from diffusion_core.store import BASE, Store
 
-from ..defaults import SWAP_WAIT_S
+from ..defaults import SWAP_POLL_S, SWAP_WAIT_S
 from ..deps import ApiKeyDep, RegistryDep, StoreDep
 from ..errors import ApiError, public_reload_error
 from ..registry import ModelRegistry
@@ -69,5 +69,5 @@ async def activate(version: str, registry: RegistryDep, store: StoreDep) -> dict
         error = registry.reload_error
         if error is not None and error["version"] == version and error["at"] >= asked:
             raise ApiError(409, f"this server refused {version}: {error['message']}", "version")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(SWAP_POLL_S)
     return await asyncio.to_thread(listing, registry, store)
