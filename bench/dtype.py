@@ -58,7 +58,7 @@ def main() -> None:
                     f"{statistics.mean(v):>13.3f} ({max(v) - min(v):>6.3f})" for v in (figures[f] for f in FIGURES)
                 )
                 print(f"{tokens:>6}  {setting:<11} {dtype:<9}{cells}")
-    print("gen_ppl: under the twin in float32 (lower = more fluent); unigram entropy of the words; distinct word pairs.")
+    print("gen_ppl: under the twin in float32 (lower = more fluent); entropy of the words; distinct word pairs.")
 
 
 if __name__ == "__main__":
