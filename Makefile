@@ -41,8 +41,11 @@ worker: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/speed.py
+	$(BIN)/python bench/dtype.py
+	$(BIN)/python bench/int8.py
 	$(BIN)/python bench/threshold.py
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/parallel.py
 	$(BIN)/python bench/sampler.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/repetition.py

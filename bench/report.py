@@ -9,7 +9,10 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 DOC = Path(__file__).parents[1] / "docs" / "results.md"
-ORDER = ("gpu", "speed", "threshold", "repetition", "training", "sampler", "serve", "fuzz", "mutants")
+ORDER = (
+    "gpu", "speed", "dtype", "int8", "threshold", "repetition", "training", "parallel", "sampler", "serve", "fuzz",
+    "mutants",
+)  # fmt: skip
 GPU_PENDING = [
     "## Diffusion vs the twin on a GPU",
     "",

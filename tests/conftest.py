@@ -151,23 +151,27 @@ def server(tiny_checkpoint):
 STACK_KEY = "e2e-key-0123456789abcdef"
 
 
+def stack_env(redis_url: str, state: Path, model: Path, reload_poll_s: float = 0.2) -> dict[str, str]:
+    """What the services of an end-to-end test share: one Redis, one store, the tiny model, quick beats."""
+    return {
+        "REDIS_URL": redis_url,
+        "UNMASK_STATE_DIR": str(state),
+        "UNMASK_MODEL": str(model),
+        "UNMASK_DEVICE": "cpu",
+        "UNMASK_API_KEY": STACK_KEY,
+        "UNMASK_RELOAD_POLL_S": str(reload_poll_s),
+        "UNMASK_HEARTBEAT_TTL_S": "6",
+        "UNMASK_SNAPSHOT_EVERY": "10",
+    }
+
+
 @pytest.fixture
 def stack(tmp_path, redis_url, tiny_checkpoint):
     """(base URL, store, processes): the API and one worker against the session's Redis."""
     from services.stack.redis_server import free_port
 
     state = tmp_path / "state"
-    env = {
-        "REDIS_URL": redis_url,
-        "UNMASK_STATE_DIR": str(state),
-        "UNMASK_MODEL": str(tiny_checkpoint),
-        "UNMASK_DEVICE": "cpu",
-        "UNMASK_API_KEY": STACK_KEY,
-        "UNMASK_RELOAD_POLL_S": "0.2",
-        "UNMASK_HEARTBEAT_TTL_S": "6",
-        "UNMASK_SNAPSHOT_EVERY": "10",
-    }
-    procs = Processes(tmp_path / "logs", env)
+    procs = Processes(tmp_path / "logs", stack_env(redis_url, state, tiny_checkpoint))
     port = free_port()
     procs.spawn("api", "serve", "--port", str(port))
     procs.spawn("worker", "worker")

@@ -12,7 +12,7 @@ from rq.job import Job
 from diffusion_core import jobs
 from diffusion_core.store import Store
 from services.stack.redis_server import free_port
-from tests.conftest import STACK_KEY
+from tests.conftest import stack_env
 from tests.processes import Processes, leftovers, wait_for, wait_http
 from tests.trainer.test_worker import AUTH, CORPUS, SMALL, finished, job_status
 
@@ -38,17 +38,7 @@ def worker_pid(redis: Redis, rq_id: str) -> int:
 
 def test_two_replicas_and_two_workers_share_one_redis_and_one_store(tmp_path, redis_url, tiny_checkpoint):
     state = tmp_path / "state"
-    env = {
-        "REDIS_URL": redis_url,
-        "UNMASK_STATE_DIR": str(state),
-        "UNMASK_MODEL": str(tiny_checkpoint),
-        "UNMASK_DEVICE": "cpu",
-        "UNMASK_API_KEY": STACK_KEY,
-        "UNMASK_RELOAD_POLL_S": str(RELOAD_POLL_S),
-        "UNMASK_HEARTBEAT_TTL_S": "6",
-        "UNMASK_SNAPSHOT_EVERY": "10",
-    }
-    procs = Processes(tmp_path / "logs", env)
+    procs = Processes(tmp_path / "logs", stack_env(redis_url, state, tiny_checkpoint, RELOAD_POLL_S))
     replicas = {name: f"http://127.0.0.1:{port}" for name, port in (("a", free_port()), ("b", free_port()))}
     try:
         for name, base in replicas.items():
