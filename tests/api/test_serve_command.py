@@ -38,6 +38,7 @@ def test_unmask_serve_answers_and_stops_on_ctrl_c(tiny_checkpoint):
         output, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert f"http://127.0.0.1:{port}" in output
+    assert "serving tiny on cpu in float32 (asked for)" in output, "the log says what is served, in which dtype"
 
 
 def test_busy_port_is_a_one_line_error(tiny_checkpoint):
