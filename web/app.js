@@ -4,12 +4,11 @@
 
 const $ = (id) => document.getElementById(id);
 const wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
-const NUMBERS = ["max_new_tokens", "steps", "temperature", "top_k", "top_p", "threshold", "spacing", "block_length", "cache_refresh"];
-const CHOICES = ["schedule", "sampling", "remasking", "cache"];
 
 const run = { diffusion: [], ar: [], timeline: [], index: 0, timer: null, sockets: [], lastRequest: null };
 const chat = { turns: [] }; // the conversation so far, as {role, content}
 let info = null;
+let formFilled = false; // the form shows the server's defaults once; later /info reads keep what the user chose
 
 // ---------- server status ----------
 
@@ -32,14 +31,15 @@ async function loadInfo() {
   }
 }
 
-// The form's choices, bounds and help come from the server's one declaration of each parameter.
+// The form's values, choices, bounds and help come from the server's one declaration of each parameter:
+// a form field is the parameter whose name is its id.
 function applyParameters(parameters) {
   for (const p of parameters) {
     const input = $(p.name);
     if (!input) continue;
     input.title = p.help;
     if (input.tagName === "SELECT" && p.choices) {
-      const chosen = input.value || p.default;
+      const chosen = formFilled ? input.value : p.default;
       input.replaceChildren(...p.choices.map((choice) => {
         const option = document.createElement("option");
         option.textContent = choice;
@@ -51,8 +51,12 @@ function applyParameters(parameters) {
       if (low !== undefined) input.min = low;
       const high = p.le !== undefined ? p.le : p.lt;
       if (high !== undefined) input.max = high;
+      if (!formFilled) input.value = p.default === null ? "" : p.default;
+    } else if (input.type === "checkbox" && !formFilled) {
+      input.checked = Boolean(p.default);
     }
   }
+  formFilled = true;
 }
 
 // ---------- rendering ----------
@@ -152,13 +156,13 @@ function clearError() {
 
 function request() {
   const parameters = {};
-  for (const name of NUMBERS) {
-    const value = $(name).value;
-    if (value !== "") parameters[name] = Number(value);
+  for (const p of (info && info.parameters) || []) {
+    const input = $(p.name);
+    if (!input) continue;
+    if (input.type === "checkbox") parameters[p.name] = input.checked;
+    else if (input.type !== "number") parameters[p.name] = input.value;
+    else if (input.value !== "") parameters[p.name] = Number(input.value);
   }
-  for (const name of CHOICES) parameters[name] = $(name).value;
-  if ($("seed").value !== "") parameters.seed = Number($("seed").value);
-  parameters.future_masks = $("future_masks").checked;
   if (chatMode()) return { messages: [...chat.turns, { role: "user", content: $("prompt").value }], parameters };
   return { inputs: $("prompt").value, parameters };
 }

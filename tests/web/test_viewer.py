@@ -195,3 +195,20 @@ def test_chat_mode_denoises_each_reply_live_and_keeps_the_conversation(chat_view
     assert "a journey of a thousand" in turns.nth(2).inner_text() and turns.nth(3).inner_text().startswith("model")
     sent = page.evaluate("run.lastRequest.messages.map((m) => m.role)")
     assert sent == ["user", "assistant", "user"], "the second reply was asked with the whole conversation"
+
+
+def test_the_form_starts_from_the_servers_defaults_and_sends_them(viewer):
+    from dataclasses import fields
+
+    from diffusion_core import GenerationConfig
+
+    _, page = viewer
+    defaults = {f.name: f.default for f in fields(GenerationConfig)}
+    assert page.input_value("#max_new_tokens") == str(defaults["max_new_tokens"])
+    assert page.input_value("#cache") == defaults["cache"] and page.input_value("#sampling") == defaults["sampling"]
+    assert page.is_checked("#future_masks") is defaults["future_masks"]
+    assert page.get_attribute("#steps", "min") == "1" and page.input_value("#seed") == ""
+    sent = page.evaluate("request().parameters")
+    for name in ("max_new_tokens", "steps", "cache", "cache_refresh", "spacing", "top_p", "future_masks"):
+        assert sent[name] == defaults[name], name
+    assert "seed" not in sent
