@@ -38,6 +38,8 @@ def serve(args: argparse.Namespace) -> int:
         raise settings_error(exc) from None
     check_port(settings.host, settings.port)
     print(f"unmask API on http://{settings.host}:{settings.port} (docs at /docs)", flush=True)
+    # unmask's own records (the model and dtype served, hot reloads) beside uvicorn's, which keeps its own
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.access").addFilter(_QuietProbes())
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, ws="websockets-sansio", log_level="info")
