@@ -124,7 +124,7 @@ def _train(
 
     quiet_transformers()
     keep_freed_memory()
-    config = job_config(record, store, settings, staging)
+    config = job_config(record, store, settings, staging)  # built here first: a bad job fails before any rank starts
     if record["hyperparameters"].get("n_devices", 1) > 1:
         from .ranks import run_ranks
 
