@@ -69,8 +69,9 @@ def diffusion(model, tokenizer, prompts, config: GenerationConfig) -> tuple[floa
         state = create_denoiser(model, tokenizer, prompt, replace(config, seed=i))
         for _ in run(model, state, every_step=False):
             pass
-        forward += state.forward_s
-        nfe = state.nfe
+        result = state.result()
+        forward += result.forward_s
+        nfe = result.nfe
     sync(device)
     wall = time.perf_counter() - started
     return len(prompts) * config.num_samples * config.max_new_tokens / wall, forward / wall, nfe

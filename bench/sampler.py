@@ -70,7 +70,9 @@ def time_unmask(model, special, vocab, length, prompt, batch, steps, autocast=Fa
     started = time.perf_counter()
     for _ in run(model, state, autocast=autocast, every_step=False):
         pass
-    return time.perf_counter() - started, state.forward_s, state.nfe
+    elapsed = time.perf_counter() - started
+    result = state.result()
+    return elapsed, result.forward_s, result.nfe
 
 
 @torch.inference_mode()

@@ -2,7 +2,8 @@
 
 Requests join the running batch at the next step boundary and leave when finished or
 cancelled. Each request owns its Denoiser (and so its seeds): what it generates does not
-depend on what it was batched with. The loop runs in one thread, off the event loop.
+depend on what it was batched with. The loop runs in one thread, off the event loop; only that
+thread touches a Denoiser. The event loop gets Frames and, with the last one, the Result.
 """
 
 import asyncio
@@ -17,8 +18,8 @@ from typing import Any
 
 import torch
 
-from diffusion_core import Denoiser, Frame, StepInputs
-from diffusion_core.denoise import forward, inference
+from diffusion_core import Denoiser, Frame, Result, StepInputs
+from diffusion_core.passes import forward, inference
 from diffusion_core.runtime import release_freed_memory
 
 from .defaults import ENGINE_IDLE_S, ENGINE_STOP_S, STREAM_BUFFER
@@ -40,7 +41,8 @@ class EngineStats:
 
 
 class Ticket:
-    """One request in the engine; the event loop reads its frames, the engine thread writes them."""
+    """One request in the engine; the event loop reads its frames and result, the engine thread writes them.
+    `state` belongs to the engine thread once submitted."""
 
     def __init__(
         self, state: Denoiser, entry: ModelEntry, loop: asyncio.AbstractEventLoop, stream: bool, metrics: Metrics
@@ -52,17 +54,21 @@ class Ticket:
         self.started: float | None = None
         self.dropped = 0
         self.opening: dict[str, Any] | None = None  # the step-0 frame message, for streams
+        self.result: Result | None = None  # set on the event loop with the last frame
 
     def cancel(self) -> None:
         """The client went away: the engine drops this request at the next step boundary."""
         self.cancelled.set()
 
-    def deliver(self, item: Frame | BaseException) -> None:
+    def deliver(self, item: Frame | BaseException, result: Result | None = None) -> None:
+        """From the engine thread: a frame (the last one with the request's result) or the error that ended it."""
         if isinstance(item, Frame) and not item.done and not self.stream:
             return
-        self.loop.call_soon_threadsafe(self._put, item)
+        self.loop.call_soon_threadsafe(self._put, item, result)
 
-    def _put(self, item: Frame | BaseException) -> None:
+    def _put(self, item: Frame | BaseException, result: Result | None) -> None:
+        if result is not None:
+            self.result = result
         if self.queue.full():
             self.queue.get_nowait()
             self.dropped += 1
@@ -79,11 +85,11 @@ class Ticket:
             if item.done:
                 return
 
-    async def final(self) -> Frame:
+    async def final(self) -> Result:
         async for frame in self.frames():
-            if frame.done:
-                return frame
-        raise RuntimeError("request ended without a final frame")
+            if frame.done and self.result is not None:
+                return self.result
+        raise RuntimeError("request ended without a result")
 
     @property
     def queue_s(self) -> float:
@@ -190,14 +196,17 @@ class Engine:
             outputs = forward(entry.model, joined).split(inputs)
             self._count(batch, joined.input_ids.shape[0])
             finished = []
-            for ticket, part in zip(batch, outputs):
+            for ticket, step, part in zip(batch, inputs, outputs):
                 state = ticket.state
-                state.advance(part)
-                if ticket.stream or state.finished:
-                    ticket.deliver(state.frame())  # the one host copy of this request's step
-                if state.finished:
-                    finished.append(ticket)
-                    self.metrics.tokens.inc(sum(state.generated_tokens()))
+                state.advance(step, part)
+                if not state.finished:
+                    if ticket.stream:
+                        ticket.deliver(state.frame())  # the one host copy of this request's step
+                    continue
+                result = state.result()
+                ticket.deliver(state.frame(), result)
+                finished.append(ticket)
+                self.metrics.tokens.inc(sum(result.generated_tokens))
         self._retire(finished)
 
     def _count(self, batch: list[Ticket], rows: int) -> None:

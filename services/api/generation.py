@@ -107,24 +107,21 @@ def results(
 ) -> list[GenerateResponse]:
     """One response per sample: the text (with written_only, only what the model wrote: the filled
     blanks, not the text around them) and its details."""
-    state = ticket.state
-    tokenizer = ticket.entry.tokenizer
-    if written_only:
-        texts = [str(tokenizer.decode(ids, skip_special_tokens=True)).strip() for ids in state.written_ids()]
-    else:
-        texts = decode(tokenizer, state)
+    result = ticket.result
+    assert result is not None, "results() of an unfinished request"
+    texts = decode(ticket.entry.tokenizer, result, written_only)
     timings = Timings(
         total_ms=round((time.perf_counter() - started) * 1000, 2),
-        forward_ms=round(state.forward_s * 1000, 2),
+        forward_ms=round(result.forward_s * 1000, 2),
         queue_ms=round(ticket.queue_s * 1000, 2),
     )
     out = []
-    for i, (text, reason, count) in enumerate(zip(texts, state.finish_reasons(), state.generated_tokens())):
+    for i, (text, reason, count) in enumerate(zip(texts, result.finish_reasons, result.generated_tokens)):
         details = Details(
             finish_reason=reason,
             steps=params.steps,
-            nfe=state.nfe,
-            seed=state.seed + i,
+            nfe=result.nfe,
+            seed=result.seed + i,
             generated_tokens=count,
             timings=timings,
         )

@@ -15,8 +15,9 @@ _HOMES = {
     "Denoiser": "denoise",
     "Frame": "denoise",
     "Generation": "denoise",
-    "StepInputs": "denoise",
-    "StepOutputs": "denoise",
+    "Result": "denoise",
+    "StepInputs": "passes",
+    "StepOutputs": "passes",
     "create_denoiser": "denoise",
     "decode": "denoise",
     "denoising": "denoise",
@@ -39,6 +40,7 @@ __all__ = [
     "GenerationConfig",
     "InputError",
     "MASK_PLACEHOLDER",
+    "Result",
     "StepInputs",
     "StepOutputs",
     "TokenizerError",
@@ -67,8 +69,7 @@ if TYPE_CHECKING:
         Denoiser,
         Frame,
         Generation,
-        StepInputs,
-        StepOutputs,
+        Result,
         create_denoiser,
         decode,
         denoising,
@@ -76,3 +77,4 @@ if TYPE_CHECKING:
         run,
     )
     from .errors import CheckpointError, ConfigError, InputError, TokenizerError, UnmaskError
+    from .passes import StepInputs, StepOutputs

@@ -16,6 +16,7 @@ The cache is an approximation: finished text stops seeing the text written after
 
 import logging
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ from .model import split_head
 
 log = logging.getLogger("unmask")
 
-__all__ = ["CACHE_MODES", "KV", "BlockCache", "cached_logits", "layers_of", "usable"]
+__all__ = ["CACHE_MODES", "KV", "BlockCache", "CacheMode", "CachePass", "cached_logits", "layers_of", "mode_for"]
 _warned: set[str] = set()
 
 
@@ -92,17 +93,6 @@ def layers_of(model: PreTrainedModel) -> nn.ModuleList | None:
     return layers
 
 
-def usable(model: PreTrainedModel, mode: str) -> bool:
-    """Whether `mode` can run on this model; otherwise passes are full and a notice is logged once."""
-    if mode == "none" or layers_of(model) is not None:
-        return mode != "none"
-    name = type(model).__name__
-    if name not in _warned:
-        _warned.add(name)
-        log.warning("cache=%s needs a BERT/RoBERTa-layout encoder; %s runs full passes instead", mode, name)
-    return False
-
-
 def cached_logits(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
@@ -149,6 +139,42 @@ def cached_logits(
     return head(hidden[rows, cols]), KV(tuple(keys), tuple(values))
 
 
+class CacheMode(Enum):
+    """How passes reuse keys and values; resolved once per request against the model (`mode_for`)."""
+
+    NONE = "none"
+    PREFIX = "prefix"
+    DUAL = "dual"
+
+
+def mode_for(model: PreTrainedModel, name: str) -> CacheMode:
+    """The mode a request asking for `name` runs with on this model: NONE (full passes, with a notice
+    logged once) when the model does not have the layout this module runs."""
+    mode = CacheMode(name)
+    if mode is CacheMode.NONE or layers_of(model) is not None:
+        return mode
+    kind = type(model).__name__
+    if kind not in _warned:
+        _warned.add(kind)
+        log.warning("cache=%s needs a BERT/RoBERTa-layout encoder; %s runs full passes instead", name, kind)
+    return CacheMode.NONE
+
+
+@dataclass(frozen=True)
+class CachePass:
+    """What the cache decided for one pass, in window columns: the pass computes [lo, hi) for a block
+    at [start, end) of a `width`-column window; `full` (a refresh) reads nothing from the cache;
+    `store` (a block's first pass) has keep() take what the pass computed."""
+
+    lo: int
+    hi: int
+    start: int
+    end: int
+    width: int
+    full: bool
+    store: bool
+
+
 class BlockCache:
     """What one request keeps between passes, in window columns: the prefix [0, prefix_end), and with
     the dual cache the text after the block, [suffix_start, suffix_end).
@@ -157,56 +183,57 @@ class BlockCache:
     column and keeps the text before the block (and, dual, after it). Another block's first pass
     computes the text finished since the last one and the block, reading the rest from the cache,
     and appends that text to the prefix. Passes within a block compute the block (dual) or the block
-    and all that follows it (prefix)."""
+    and all that follows it (prefix). `plan` and `past` only read; `keep` is the one change, made
+    from the CachePass that `plan` returned, so a pass that never comes back changes nothing."""
 
-    def __init__(self, mode: str, refresh: int) -> None:
+    def __init__(self, mode: CacheMode, refresh: int) -> None:
         self.mode, self.refresh = mode, refresh
         self.prefix: KV | None = None
         self.prefix_end = 0
         self.suffix: KV | None = None
         self.suffix_start = self.suffix_end = 0
         self.blocks = 0  # blocks since the last refresh
-        self._store: tuple[int, int, int] | None = None  # (first query column, block start, block end)
-        self._full = False
-        self._block = (0, 0)
 
-    def plan(self, first_pass: bool, reusable: bool, start: int, end: int, width: int) -> tuple[int, int]:
-        """Window columns [lo, hi) that this pass computes, for a block at [start, end) of a window of
-        `width` columns; `reusable` is False when the window's columns moved since the last block."""
-        self._block, self._store, self._full = (start, end), None, False
-        dual = self.mode == "dual"
-        if first_pass:
-            stale = dual and (self.suffix is None or self.suffix_end != width or self.suffix_start > end)
-            if self.prefix is None or not reusable or stale or self.blocks >= self.refresh:
-                self.prefix, self.prefix_end, self.suffix, self.blocks, self._full = None, 0, None, 0, True
-            self.blocks += 1
-            self._store = (self.prefix_end, start, end)
-            return self.prefix_end, width if self._full or not dual else end
-        return start, end if dual else width
+    def plan(self, first_pass: bool, reusable: bool, start: int, end: int, width: int) -> CachePass | None:
+        """This pass's columns, for a block at window columns [start, end) of a `width`-column window;
+        `reusable` is False when the window's columns moved since the last block. None: no cache."""
+        if self.mode is CacheMode.NONE:
+            return None
+        dual = self.mode is CacheMode.DUAL
+        if not first_pass:
+            return CachePass(start, end if dual else width, start, end, width, full=False, store=False)
+        stale = dual and (self.suffix is None or self.suffix_end != width or self.suffix_start > end)
+        full = self.prefix is None or not reusable or stale or self.blocks >= self.refresh
+        lo = 0 if full else self.prefix_end
+        return CachePass(lo, width if full or not dual else end, start, end, width, full=full, store=True)
 
-    def past(self, attention: torch.Tensor) -> tuple[KV | None, torch.Tensor | None]:
-        """Cached keys and values this pass reads, and which of them are real, from the window's attention."""
+    def past(self, now: CachePass, attention: torch.Tensor) -> tuple[KV | None, torch.Tensor | None]:
+        """Cached keys and values the pass reads, and which of them are real, from the window's attention."""
+        if now.full:
+            return None, None
         parts, real = [], []
         if self.prefix is not None:
             parts.append(self.prefix)
             real.append(attention[:, : self.prefix_end])
-        if self.suffix is not None and not self._full:
-            _, end = self._block
-            parts.append(self.suffix.columns(end - self.suffix_start, self.suffix_end - self.suffix_start))
-            real.append(attention[:, end : self.suffix_end])
+        if self.suffix is not None:
+            parts.append(self.suffix.columns(now.end - self.suffix_start, self.suffix_end - self.suffix_start))
+            real.append(attention[:, now.end : self.suffix_end])
         if not parts:
             return None, None
         return KV.cat(parts, 2) if len(parts) > 1 else parts[0], torch.cat(real, 1)
 
-    def keep(self, computed: KV, width: int) -> None:
-        """After a block's first pass: append the finished text before the block to the prefix (and after a
-        refresh, dual, keep the text after the block)."""
-        if self._store is None:
+    def keep(self, now: CachePass, computed: KV) -> None:
+        """After a block's first pass: append the finished text before the block to the prefix (after a
+        refresh, start it afresh, and with the dual cache keep the text after the block)."""
+        if not now.store:
             return
-        lo, start, end = self._store
-        fresh = computed.columns(0, start - lo)
-        self.prefix = fresh if self.prefix is None else KV.cat([self.prefix, fresh], 2)
-        self.prefix_end = start
-        if self.mode == "dual" and self._full:
-            self.suffix, self.suffix_start, self.suffix_end = computed.columns(end - lo, width - lo), end, width
-        self._store = None
+        fresh = computed.columns(0, now.start - now.lo)
+        if now.full:
+            self.prefix, self.suffix, self.blocks = fresh, None, 0
+            if self.mode is CacheMode.DUAL:
+                self.suffix = computed.columns(now.end - now.lo, now.width - now.lo)
+                self.suffix_start, self.suffix_end = now.end, now.width
+        else:
+            self.prefix = fresh if self.prefix is None else KV.cat([self.prefix, fresh], 2)
+        self.prefix_end = now.start
+        self.blocks += 1

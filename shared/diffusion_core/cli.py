@@ -235,13 +235,14 @@ def _generate(args: argparse.Namespace) -> int:
             for row in range(config.num_samples):
                 label = f"[{frame.step:>3}]" + (f" #{row}" if config.num_samples > 1 else "")
                 print(f"{label} {frame_text(tokenizer, frame, row)}", flush=True)
-    texts = decode(tokenizer, state)
+    result = state.result()
+    texts = decode(tokenizer, result)
     if args.json:
-        result = {"texts": texts, "seed": state.seed, "nfe": state.nfe, "finish_reasons": state.finish_reasons()}
-        print(json.dumps({**result, "dtype": dtype.name, "dtype_reason": dtype.reason}))
+        made = {"texts": texts, "seed": result.seed, "nfe": result.nfe, "finish_reasons": result.finish_reasons}
+        print(json.dumps({**made, "dtype": dtype.name, "dtype_reason": dtype.reason}))
     else:
         for i, text in enumerate(texts):
-            print(("" if len(texts) == 1 else f"--- sample {i} (seed {state.seed + i})\n") + text)
+            print(("" if len(texts) == 1 else f"--- sample {i} (seed {result.seed + i})\n") + text)
     return 0
 
 

@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 
 from diffusion_core import MASK_PLACEHOLDER, Frame
+from diffusion_core.model import SpecialTokens
 
 from ..deps import EngineDep, MetricsDep, OptionalStoreDep, RegistryDep, SettingsDep
 from ..errors import ApiError
@@ -104,7 +105,7 @@ async def completions(
     metrics.latency.labels("/v1/completions").observe(time.perf_counter() - started)
     supplied = [p + (body.suffix or "") for p in prompts]  # the text the client sent, blanks not counted
     prompt_tokens = sum(len(entry.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in supplied)
-    completion_tokens = sum(sum(t.state.generated_tokens()) for t in tickets)
+    completion_tokens = sum(sum(t.result.generated_tokens) for t in tickets if t.result is not None)
     return {**head, "choices": out, "usage": _usage(prompt_tokens, completion_tokens)}
 
 
@@ -145,7 +146,7 @@ async def chat_completions(
     ticket = submit(engine, entry, settings, prompt, params, stream=body.stream)
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     head = {"id": ident, "created": created, "model": entry.name}
-    end = ticket.state.special.end
+    end = SpecialTokens.of(entry.tokenizer).end
 
     if body.stream:
 
@@ -166,7 +167,7 @@ async def chat_completions(
                             sent[i] = text
                         if stopped or frame.done:
                             done[i] = True
-                            reason = "stop" if stopped or ticket.state.ended[i] else "length"
+                            reason = "stop" if stopped or frame.ended[i] else "length"
                             yield sse({**chunk, "choices": [{"index": i, "delta": {}, "finish_reason": reason}]})
                 yield "data: [DONE]\n\n"
             finally:
@@ -175,6 +176,7 @@ async def chat_completions(
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     await wait_final(ticket, request)
+    assert ticket.result is not None
     choices = []
     for i, r in enumerate(results(ticket, params, started)):
         text, stopped = _cut(r.generated_text, stops)
@@ -183,5 +185,5 @@ async def chat_completions(
         choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": reason})
     metrics.latency.labels("/v1/chat/completions").observe(time.perf_counter() - started)
     prompt_tokens = len(entry.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    completion_tokens = sum(ticket.state.generated_tokens())
+    completion_tokens = sum(ticket.result.generated_tokens)
     return {**head, "object": "chat.completion", "choices": choices, "usage": _usage(prompt_tokens, completion_tokens)}
