@@ -20,7 +20,8 @@ def _canvas(model, tokenizer, text: str, config: GenerationConfig, passes: int):
     state = create_denoiser(model, tokenizer, text, replace(config, cache="none"))
     with inference(state.device):
         for _ in range(passes):
-            state.advance(forward(model, state.request()))
+            step = state.request()
+            state.advance(step, forward(model, step))
         return state.request()
 
 
@@ -93,7 +94,7 @@ def test_with_one_pass_per_block_and_a_refresh_each_block_the_text_is_unchanged(
     plain = generate(tiny_model, tokenizer, text, base)
     cached = generate(tiny_model, tokenizer, text, GenerationConfig(**{**vars(base), "cache": mode}))
     assert cached.texts == plain.texts and cached.nfe == plain.nfe == len(
-        create_denoiser(tiny_model, tokenizer, text, base).blocks
+        create_denoiser(tiny_model, tokenizer, text, base).plan.blocks
     )
 
 
@@ -114,9 +115,11 @@ def test_cached_generation_fills_every_slot_in_the_planned_passes(tiny_model, to
     state = create_denoiser(tiny_model, tokenizer, "a journey of", config)
     with inference(state.device):
         while not state.finished:
-            state.advance(forward(tiny_model, state.request()))
-    assert state.nfe == 16 and not state.masked.any()
-    assert all(n == 32 for n in state.generated_tokens())
+            step = state.request()
+            state.advance(step, forward(tiny_model, step))
+    result = state.result()
+    assert result.nfe == 16 and not state.masked.any()
+    assert all(n == 32 for n in result.generated_tokens)
 
 
 def test_a_model_of_another_layout_runs_full_passes_with_one_notice(tokenizer, caplog, monkeypatch):
@@ -171,16 +174,31 @@ def test_steps_outputs_split_by_request_keep_each_requests_rows(tiny_model, toke
 
 @pytest.mark.parametrize("refresh", [1, 3])
 def test_the_cache_refreshes_at_the_first_pass_of_every_nth_block(refresh):
-    """A refresh computes every column from 0; another block's first pass starts where the cache ends."""
-    from diffusion_core.cache import BlockCache
+    """A refresh computes every column from 0; another block's first pass starts where the cache ends.
+    Planning a pass changes nothing: only keep() with the planned pass does."""
+    from diffusion_core.cache import BlockCache, CacheMode
 
-    cache = BlockCache("dual", refresh)
+    cache = BlockCache(CacheMode.DUAL, refresh)
     width, starts = 100, [10, 26, 42, 58, 74, 90]
     for index, start in enumerate(starts):
-        lo, hi = cache.plan(True, True, start, start + 16, width)
+        now = cache.plan(True, True, start, start + 16, width)
+        assert now is not None and cache.plan(True, True, start, start + 16, width) == now, "planning is a read"
         full = index % refresh == 0
-        assert (lo, hi) == ((0, width) if full else (starts[index - 1], start + 16)), index
-        layers = KV((torch.zeros(1, 1, hi - lo, 2),), (torch.zeros(1, 1, hi - lo, 2),))
-        cache.keep(layers, width)
+        assert (now.lo, now.hi) == ((0, width) if full else (starts[index - 1], start + 16)), index
+        assert (cache.past(now, torch.ones(1, width, dtype=torch.long))[0] is None) == full, "a refresh reads nothing"
+        layers = KV((torch.zeros(1, 1, now.hi - now.lo, 2),), (torch.zeros(1, 1, now.hi - now.lo, 2),))
+        cache.keep(now, layers)
         assert cache.prefix_end == start and cache.prefix.length == start
-        assert cache.plan(False, True, start, start + 16, width) == (start, start + 16), "later passes: the block"
+        later = cache.plan(False, True, start, start + 16, width)
+        assert later is not None and (later.lo, later.hi) == (start, start + 16), "later passes: the block"
+        cache.keep(later, layers)
+        assert cache.prefix_end == start, "only a block's first pass is kept"
+
+
+def test_without_a_cache_every_pass_is_full(tiny_model, tokenizer):
+    from diffusion_core.cache import BlockCache, CacheMode
+
+    assert BlockCache(CacheMode.NONE, 1).plan(True, True, 1, 9, 20) is None
+    config = GenerationConfig(max_new_tokens=16, steps=4, block_length=8, seed=0, cache="none")
+    step = create_denoiser(tiny_model, tokenizer, "the", config).request()
+    assert step.query is None and step.past is None and step.cache is None

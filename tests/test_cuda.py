@@ -46,7 +46,7 @@ def test_a_step_whose_length_the_plan_knows_never_waits_for_the_host(gpu_model, 
             logits = masked_logits(gpu_model, step.input_ids, step.attention_mask, step.rows, step.cols)
             torch.cuda.set_sync_debug_mode("error")
             try:
-                state.advance(StepOutputs(logits))
+                state.advance(step, StepOutputs(logits))
             finally:
                 torch.cuda.set_sync_debug_mode("default")
     assert not state.masked.any()

@@ -156,7 +156,7 @@ def test_generation_stops_at_the_first_committed_end_token(tiny_model, tokenizer
     logits = torch.zeros(step.rows.numel(), vocab)
     logits[:, special.end] = -5.0
     logits[3, special.end] = 10.0  # one confident end token in the 4th generated slot
-    state.advance(StepOutputs(logits))
+    state.advance(step, StepOutputs(logits))
     frame = state.frame()
     generated = frame.tokens[0, 2:]
     assert generated[3] == special.end and (generated[4:] == special.pad).all()
@@ -164,11 +164,13 @@ def test_generation_stops_at_the_first_committed_end_token(tiny_model, tokenizer
     while not state.finished:
         step = state.request()
         state.advance(
+            step,
             StepOutputs(logits[: step.rows.numel()].clone().fill_(0).index_fill_(1, torch.tensor([special.end]), -5.0))
         )
-    assert state.finish_reasons() == ["eos"]
-    assert len(state.output_ids()[0]) == 3 and special.mask not in state.output_ids()[0], "the slots before it filled"
-    assert state.nfe > 1, "a row that wrote its end token goes on filling the slots before it"
+    result = state.result()
+    assert result.finish_reasons == ["eos"] and state.frame().ended.tolist() == [True]
+    assert len(result.ids[0]) == 3 and special.mask not in result.ids[0], "the slots before it filled"
+    assert result.nfe > 1, "a row that wrote its end token goes on filling the slots before it"
 
 
 @pytest.mark.parametrize(
