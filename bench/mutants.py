@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "shared" / "diffusion_core"
 TESTS = [
     "tests/test_denoise.py",
+    "tests/test_plan.py",
     "tests/test_cache.py",
     "tests/test_schedules.py",
     "tests/test_collator.py",
@@ -39,18 +40,18 @@ class Mutant:
 
 
 MUTANTS = [
-    Mutant("denoise.py", "(remaining - target).clamp(min=1)", "(remaining - target).clamp(min=0)",
+    Mutant("plan.py", "(remaining - target).clamp(min=1)", "(remaining - target).clamp(min=0)",
            "a pass may commit nothing"),
-    Mutant("denoise.py", "if self.block_step + 1 >= block.steps:", "if self.block_step + 1 > block.steps:",
+    Mutant("denoise.py", "if now.step + 1 >= steps:", "if now.step + 1 > steps:",
            "the block's last planned pass does not fill what is left"),
     Mutant("denoise.py", "first = torch.where(has, hit.int().argmax(-1), length)",
            "first = torch.where(has, hit.int().argmax(-1) + 1, length)", "one token survives past the end token"),
-    Mutant("denoise.py", "window_cols = (self.cols - (self.window_start - 1)).flatten()",
-           "window_cols = (self.cols - self.window_start).flatten()", "the head reads the wrong column of a window"),
+    Mutant("denoise.py", "window_cols = (slots - (block.start - 1)).flatten()",
+           "window_cols = (slots - block.start).flatten()", "the head reads the wrong column of a window"),
     Mutant("denoise.py", "self.row_seeds = (self.seed + torch.arange(b, device=device)).unsqueeze(-1)",
            "self.row_seeds = (self.seed + 0 * torch.arange(b, device=device)).unsqueeze(-1)",
            "every sample of a request draws the same numbers"),
-    Mutant("denoise.py", "length = max(block_end, self.text_end)", "length = block_end",
+    Mutant("plan.py", "length = max(block_end, text_end)", "length = block_end",
            "without future masks, text after a blank drops out of view"),
     Mutant("schedules.py", "return math.cos(math.pi * r / 2)", "return math.cos(math.pi * r / 3)",
            "the cosine schedule is wrong"),
@@ -73,7 +74,7 @@ MUTANTS = [
            "a step keeps fewer tokens than the schedule asks when room runs out"),
     Mutant("sampling.py", "outside = (probs.cumsum(-1) - probs) >= top_p", "outside = probs.cumsum(-1) >= top_p",
            "the nucleus drops the token that crosses top_p"),
-    Mutant("cache.py", "or self.blocks >= self.refresh:", "or self.blocks > self.refresh:",
+    Mutant("cache.py", "stale or self.blocks >= self.refresh", "stale or self.blocks > self.refresh",
            "the cache refreshes one block late"),
     Mutant("cache.py", "real = attention_mask.gather(1, at).bool() & (query >= 0)",
            "real = attention_mask.gather(1, at).bool()", "padding queries of a joined batch are attended to"),

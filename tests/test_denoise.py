@@ -165,7 +165,7 @@ def test_generation_stops_at_the_first_committed_end_token(tiny_model, tokenizer
         step = state.request()
         state.advance(
             step,
-            StepOutputs(logits[: step.rows.numel()].clone().fill_(0).index_fill_(1, torch.tensor([special.end]), -5.0))
+            StepOutputs(logits[: step.rows.numel()].clone().fill_(0).index_fill_(1, torch.tensor([special.end]), -5.0)),
         )
     result = state.result()
     assert result.finish_reasons == ["eos"] and state.frame().ended.tolist() == [True]

@@ -107,15 +107,7 @@ def train_twin(
         index = next(batches)
         ids, attn = blocks.input_ids[index].to(device), blocks.attention_mask[index].to(device)
         progress = max(step / total, (time.perf_counter() - started) / plan.time_limit_s)
-        for group in optimizer.param_groups:  # linear warm-up, then cosine from 1.0 down to 0.1
-            warm = min(1.0, (step - first + 1) / plan.warmup_steps)
-            group["lr"] = plan.learning_rate * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=plan.autocast):
-            loss = causal_loss(model, ids, attn)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        loss = _twin_step(model, optimizer, ids, attn, plan, _twin_lr(plan, step - first, progress))
         step += 1
         tokens += int(attn.sum())
         bar.update(1)
@@ -128,20 +120,59 @@ def train_twin(
                     on_best(curve)
             else:
                 since_best += 1
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", held_out=f"{curve[-1]['held_out_loss']:.3f}")
+            bar.set_postfix(loss=f"{float(loss):.3f}", held_out=f"{curve[-1]['held_out_loss']:.3f}")
     bar.close()
     model.load_state_dict(best_state)
     model.eval()
     stopped = "patience" if since_best >= plan.patience else "passes" if step >= total else "time"
+    return _summary(plan, step, tokens, time.perf_counter() - started, stopped, curve, best)
+
+
+def _summary(
+    plan: TwinTraining,
+    step: int,
+    tokens: int,
+    seconds: float,
+    stopped: str,
+    curve: list[dict[str, float]],
+    best: dict[str, float],
+) -> dict[str, Any]:
+    """What train_twin reports: how far it went, why it stopped, the held-out curve, and its settings."""
     return {
         "steps": step,
         "tokens_seen": tokens,
-        "wall_time_s": round(time.perf_counter() - started, 1),
+        "wall_time_s": round(seconds, 1),
         "stopped_by": stopped,
         "best": best,
         "curve": curve,
         **{k: v for k, v in asdict(plan).items() if k != "time_limit_s" or math.isfinite(v)},
     }
+
+
+def _twin_lr(plan: TwinTraining, steps_done: int, progress: float) -> float:
+    """Linear warm-up over this run's first steps, then cosine from 1.0 down to 0.1 of the peak."""
+    warm = min(1.0, (steps_done + 1) / plan.warmup_steps)
+    return plan.learning_rate * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _twin_step(
+    model: PreTrainedModel,
+    optimizer: torch.optim.Optimizer,
+    ids: torch.Tensor,
+    attn: torch.Tensor,
+    plan: TwinTraining,
+    lr: float,
+) -> torch.Tensor:
+    """One optimizer step at learning rate `lr`; returns the batch's loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=plan.autocast):
+        loss = causal_loss(model, ids, attn)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.detach()
 
 
 def _point(

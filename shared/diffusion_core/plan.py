@@ -99,15 +99,6 @@ class Plan:
         slots = torch.tensor([len(block.columns)])
         return keep_counts(self.schedule, now.step, block.steps, torch.tensor([now.left]), slots)
 
-    def masks_per_pass(self, block: int) -> list[int]:
-        """Masks left in the fullest row before each planned pass of a block."""
-        now: Pass | None = Pass(block, 0, len(self.blocks[block].columns))
-        lefts = []
-        while now is not None and now.block == block:
-            lefts.append(now.left)
-            now = self.after(now)
-        return lefts
-
 
 def _window(block_end: int, length: int, text_end: int, window: int, future_masks: bool) -> tuple[int, int]:
     """Canvas columns [start, end) a block's passes see besides column 0: all of the canvas, or without

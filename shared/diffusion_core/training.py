@@ -215,15 +215,7 @@ def _train(
     global_batch = config.batch_size * config.grad_accum * world.size
     steps_per_epoch = math.ceil(len(run.train) / global_batch)
     total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    optimizer = torch.optim.AdamW(
-        run.model.parameters(), lr=config.learning_rate, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01
-    )
-    generator = torch.Generator().manual_seed(config.seed)
-    state: dict[str, Any] = {"step": 0, "tokens": 0, "elapsed_s": 0.0, "log": [], "global_batch": global_batch}
-    order = torch.randperm(len(run.train), generator=generator)  # this epoch's order of the blocks
-    if config.resume and (restored := snapshot.restore(_run_dir(config), optimizer, generator)) is not None:
-        state, order = restored
-        _check_resumable(state, config, world)
+    optimizer, generator, state, order = _start(run, config, global_batch)
     started = time.perf_counter() - state["elapsed_s"]
     elapsed = state["elapsed_s"]
     level_sums: dict[str, list[float]] = {}
@@ -238,10 +230,7 @@ def _train(
         index = order[offset : offset + global_batch]
         lr = _set_lr(optimizer, config, step, total, elapsed)
         batch = run.collator(run.train.input_ids[index], run.train.attention_mask[index], generator)
-        optimizer.zero_grad(set_to_none=True)
-        part = _backward(run, batch, config.grad_accum)
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
-        optimizer.step()
+        part = _optimize(run, optimizer, batch, config.grad_accum)
         stop = should_stop is not None and bool(should_stop())
         clock = time.perf_counter() - started if world.main else 0.0
         loss, stops, elapsed = world.sum([part, float(stop), clock])  # rank 0's clock paces every rank
@@ -273,6 +262,32 @@ def _train(
     path = _publish(run, config, state) if world.main else Path(config.output)
     world.barrier()
     return path
+
+
+def _start(
+    run: _Run, config: TrainConfig, global_batch: int
+) -> tuple[torch.optim.Optimizer, torch.Generator, dict[str, Any], torch.Tensor]:
+    """The optimizer, the data generator, the run's counters and the epoch's block order: fresh, or as
+    the last snapshot left them when resuming."""
+    optimizer = torch.optim.AdamW(
+        run.model.parameters(), lr=config.learning_rate, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    state: dict[str, Any] = {"step": 0, "tokens": 0, "elapsed_s": 0.0, "log": [], "global_batch": global_batch}
+    order = torch.randperm(len(run.train), generator=generator)  # this epoch's order of the blocks
+    if config.resume and (restored := snapshot.restore(_run_dir(config), optimizer, generator)) is not None:
+        state, order = restored
+        _check_resumable(state, config, run.world)
+    return optimizer, generator, state, order
+
+
+def _optimize(run: _Run, optimizer: torch.optim.Optimizer, batch: MaskedBatch, grad_accum: int) -> float:
+    """One optimizer step on this rank's share of the batch; returns the share's loss."""
+    optimizer.zero_grad(set_to_none=True)
+    part = _backward(run, batch, grad_accum)
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+    optimizer.step()
+    return part
 
 
 def _shape_line(config: TrainConfig, world: parallel.World, global_batch: int) -> str:
