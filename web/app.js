@@ -83,7 +83,7 @@ function renderText(container, frame) {
     if (/^\s/.test(piece)) container.append(" ");
     const span = document.createElement("span");
     span.textContent = piece.trim();
-    span.className = sample.fixed[k] ? "prompt" : sample.revealed[k] ? "new" : "earlier";
+    span.className = sample.fixed[k] ? "prompt" : sample.edited[k] ? "edited" : sample.revealed[k] ? "new" : "earlier";
     const c = sample.confidence[k];
     span.title = sample.fixed[k] ? "prompt" : c === null ? "" : `confidence ${c.toFixed(3)}`;
     container.append(span);

@@ -25,6 +25,7 @@ ScheduleName = Annotated[str, _one_of(config.SCHEDULES, "schedule")]
 SamplingName = Annotated[str, _one_of(config.SAMPLING_RULES, "sampling rule")]
 RemaskingName = Annotated[str, _one_of(config.REMASKING_RULES, "remasking rule")]
 CacheMode = Annotated[str, _one_of(config.CACHE_MODES, "cache mode")]
+RevisionName = Annotated[str, _one_of(config.REVISIONS, "revision")]
 _DEFAULTS = {f.name: f.default for f in fields(GenerationConfig)}
 
 
@@ -54,9 +55,16 @@ class GenerateParameters(BaseModel):
     temperature: float = param("temperature")
     top_k: int = param("top_k")
     top_p: float = param("top_p")
+    repetition_penalty: float = param("repetition_penalty")
+    frequency_penalty: float = param("frequency_penalty")
+    presence_penalty: float = param("presence_penalty")
+    cfg_scale: float = param("cfg_scale")
     remasking: RemaskingName = param("remasking")
     threshold: float = param("threshold")
     spacing: int = param("spacing")
+    revise: RevisionName = param("revise")
+    revise_eta: float = param("revise_eta")
+    edit_margin: float = param("edit_margin")
     block_length: int = param("block_length")
     future_masks: bool = param("future_masks")
     cache: CacheMode = param("cache")
@@ -129,10 +137,18 @@ class _OpenAIRequest(BaseModel):
     n: int = Field(1, ge=1)
     stream: bool = False
     seed: int | None = param("seed")
+    # OpenAI's penalties, with OpenAI's names, defaults and bounds (GenerationConfig declares the same).
+    frequency_penalty: float = param("frequency_penalty")
+    presence_penalty: float = param("presence_penalty")
     steps: int = param("steps")
     schedule: ScheduleName = param("schedule")
     remasking: RemaskingName = param("remasking")
     spacing: int = param("spacing")
+    repetition_penalty: float = param("repetition_penalty")
+    cfg_scale: float = param("cfg_scale")
+    revise: RevisionName = param("revise")
+    revise_eta: float = param("revise_eta")
+    edit_margin: float = param("edit_margin")
     block_length: int = param("block_length")
     future_masks: bool = param("future_masks")
     cache: CacheMode = param("cache")
@@ -150,6 +166,13 @@ class _OpenAIRequest(BaseModel):
             top_p=self.top_p,
             remasking=self.remasking,
             spacing=self.spacing,
+            repetition_penalty=self.repetition_penalty,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            cfg_scale=self.cfg_scale,
+            revise=self.revise,
+            revise_eta=self.revise_eta,
+            edit_margin=self.edit_margin,
             block_length=self.block_length,
             future_masks=self.future_masks,
             cache=self.cache,
@@ -292,12 +315,15 @@ class SampleFrame(BaseModel):
     revealed: list[bool] = Field(max_length=2048)
     fixed: list[bool] = Field(max_length=2048)
     confidence: list[float | None] = Field(max_length=2048)
+    edited: list[bool] = Field(default_factory=list, max_length=2048, description="empty: nothing edited")
 
     @model_validator(mode="after")
     def _aligned(self) -> "SampleFrame":
         sizes = {len(self.tokens), len(self.masked), len(self.revealed), len(self.fixed), len(self.confidence)}
-        if len(sizes) != 1:
-            raise ValueError("tokens, masked, revealed, fixed and confidence must have one entry per position")
+        if len(sizes) != 1 or len(self.edited) not in (0, len(self.tokens)):
+            raise ValueError(
+                "tokens, masked, revealed, fixed, confidence (and edited, if given) must have one entry per position"
+            )
         return self
 
 

@@ -44,6 +44,7 @@ COLORS = {
     "prompt": (31, 78, 153),
     "masked": (214, 214, 214),
     "new": (255, 213, 79),
+    "edited": (128, 203, 196),
     "bar": (31, 78, 153),
     "track": (230, 230, 230),
 }
@@ -52,7 +53,13 @@ MAX_FRAMES = 1025  # a 1024-step run and its opening canvas
 MAX_POSITIONS = 600_000  # token positions over all frames (each is measured to lay the text out)
 MAX_PIXELS = 250_000_000  # all frames together, at the tallest frame's height (one byte each once paletted)
 RENDER_TIMEOUT_S = 60.0  # drawing stops here with TooLargeError
-LEGEND = (("prompt", "prompt"), ("masked", "still masked"), ("new", "revealed at this step"), ("text", "earlier"))
+LEGEND = (
+    ("prompt", "prompt"),
+    ("masked", "still masked"),
+    ("new", "revealed at this step"),
+    ("text", "earlier"),
+    ("edited", "edited"),
+)
 
 
 def _samples(frame: Frame, pieces: TokenPieces) -> list[dict[str, Any]]:
@@ -65,6 +72,7 @@ def _samples(frame: Frame, pieces: TokenPieces) -> list[dict[str, Any]]:
                 "tokens": pieces(frame.tokens[row][keep].tolist()),
                 "masked": frame.masked[row][keep].tolist(),
                 "revealed": frame.revealed[row][keep].tolist(),
+                "edited": frame.edited[row][keep].tolist(),
                 "fixed": frame.fixed[row][keep].tolist(),
                 "confidence": [None if c != c else round(c, 4) for c in conf],
             }
@@ -95,6 +103,7 @@ def ar_message(prompt: list[str], written: list[str], step: int, elapsed_s: floa
         "tokens": prompt + written,
         "masked": [False] * n,
         "revealed": [False] * (n - 1) + [bool(written)],
+        "edited": [False] * n,
         "fixed": [True] * len(prompt) + [False] * len(written),
         "confidence": [None] * n,
     }
@@ -137,17 +146,18 @@ def ar_messages(
 @dataclass(frozen=True)
 class _Token:
     text: str
-    role: str  # prompt | masked | new | text
+    role: str  # prompt | masked | new | edited | text
     space: bool  # a space before it
 
 
 def _tokens(msg: Message, sample: int = 0) -> list[_Token]:
     s = msg["samples"][sample]
     out = []
-    for piece, masked, revealed, fixed in zip(s["tokens"], s["masked"], s["revealed"], s["fixed"]):
+    edited = s.get("edited") or [False] * len(s["tokens"])
+    for piece, masked, revealed, fixed, changed in zip(s["tokens"], s["masked"], s["revealed"], s["fixed"], edited):
         if not masked and not piece.strip():
             continue
-        role = "masked" if masked else "prompt" if fixed else "new" if revealed else "text"
+        role = "masked" if masked else "prompt" if fixed else "edited" if changed else "new" if revealed else "text"
         out.append(_Token(piece.strip(), role, masked or piece[:1].isspace()))
     return out
 
@@ -201,8 +211,9 @@ def draw(
         if token.role == "masked":
             pen.rounded_rectangle((x0, y0 + 3, x0 + MASK_WIDTH - 4, y0 + LINE - 5), 4, fill=COLORS["masked"])
             continue
-        if token.role == "new":
-            pen.rectangle((x0 - 1, y0 + 2, x0 + f.getlength(token.text) + 1, y0 + LINE - 3), fill=COLORS["new"])
+        if token.role in ("new", "edited"):
+            box = (x0 - 1, y0 + 2, x0 + f.getlength(token.text) + 1, y0 + LINE - 3)
+            pen.rectangle(box, fill=COLORS[token.role])
         pen.text((x0, y0 + 3), token.text, font=f, fill=COLORS["prompt" if token.role == "prompt" else "text"])
     _legend(pen, height - MARGIN - LINE + 6)
     return image

@@ -13,6 +13,7 @@ SCHEDULES = ("cosine", "linear", "exponential", "loglinear")
 SAMPLING_RULES = ("top_p", "top_k", "temperature", "greedy")
 REMASKING_RULES = ("low_confidence", "random", "threshold")
 CACHE_MODES = ("none", "prefix", "dual")
+REVISIONS = ("none", "cap", "rescale", "conf")  # revision.py's strategies (ReMDM's names)
 ARCHITECTURES = ("roberta-tiny", "roberta-small", "roberta-base")  # model.ARCHITECTURES' names
 PRECISIONS = ("auto", "bf16", "fp32")
 SAVE_DTYPES = ("float32", "float16", "bfloat16")
@@ -42,6 +43,26 @@ class GenerationConfig:
     )
     top_k: int = _param(0, "only the k most likely tokens (0: all); with top_p, its nucleus is taken inside them", ge=0)
     top_p: float = _param(0.9, "with sampling=top_p: the probability mass kept", gt=0, le=1)
+    repetition_penalty: float = _param(
+        1.0,
+        "tokens already in the text (prompt and written) get positive logits divided by it, negative ones"
+        " multiplied (1: off)",
+        gt=0,
+        le=10,
+    )
+    frequency_penalty: float = _param(
+        0.0, "subtracted from a token's logit for each time the model has written it (0: off)", ge=-2, le=2
+    )
+    presence_penalty: float = _param(
+        0.0, "subtracted from the logit of every token the model has written at least once (0: off)", ge=-2, le=2
+    )
+    cfg_scale: float = _param(
+        0.0,
+        "classifier-free guidance: logits moved away from a pass with the prompt masked by this much"
+        " (0: off; each pass runs twice the rows)",
+        ge=0,
+        le=10,
+    )
     remasking: str = _param("low_confidence", "which of a step's predictions are kept", REMASKING_RULES)
     threshold: float = _param(0.9, "with remasking=threshold: keep predictions at least this confident", gt=0, le=1)
     spacing: int = _param(
@@ -50,6 +71,26 @@ class GenerationConfig:
         " (low_confidence, random; 1: neighbours may be kept together)",
         ge=1,
         le=100_000,
+    )
+    revise: str = _param(
+        "none",
+        "re-mask tokens the block has committed so later steps write them again (ReMDM): cap and rescale"
+        " pick them at random, conf the least confident first",
+        REVISIONS,
+    )
+    revise_eta: float = _param(
+        0.5,
+        "with revise: cap, the largest share of the committed tokens re-masked per step; rescale and conf,"
+        " the share of the most the schedule allows",
+        gt=0,
+        le=1,
+    )
+    edit_margin: float = _param(
+        0.0,
+        "replace a committed token of the block when a new prediction for its slot is this much more probable"
+        " (0: off; the head then reads every slot of the block)",
+        ge=0,
+        le=1,
     )
     block_length: int = _param(16, "semi-autoregressive blocks of this many tokens (0: one block)", ge=0, le=100_000)
     future_masks: bool = _param(True, "passes see later blocks' masks; false: the text so far and this block (faster)")
@@ -114,7 +155,7 @@ class TrainConfig:
         _check(ok, "levels", "must be masking rates in (0, 1]")
 
 
-_WHAT = {"sampling": "sampling rule", "remasking": "remasking rule", "cache": "cache mode"}
+_WHAT = {"sampling": "sampling rule", "remasking": "remasking rule", "cache": "cache mode", "revise": "revision"}
 
 
 def _check_fields(config: Any) -> None:

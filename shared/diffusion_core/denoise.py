@@ -23,12 +23,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .cache import BlockCache, CacheMode, mode_for
 from .canvas import Canvas, build_canvas
 from .config import GenerationConfig
-from .draws import REMASK, SAMPLE, uniforms
+from .draws import REMASK, REVISE, SAMPLE, uniforms
 from .errors import ConfigError, InputError
 from .model import SpecialTokens, max_positions
+from .outcome import Frame, Result, frame_of, result_of
 from .passes import StepInputs, StepOutputs, forward, inference
+from .penalties import Penalties, penalize
 from .plan import Block, Pass, Plan, keep_counts
 from .remasking import Spacing, keep_mask
+from .revision import edits, remask_choice, remask_counts
 from .sampling import SamplingParams, probability_of, sample
 from .timing import Lap
 
@@ -36,45 +39,6 @@ __all__ = [
     "Denoiser", "Frame", "Generation", "Result", "StepInputs", "StepOutputs",
     "create_denoiser", "decode", "denoising", "generate", "run",
 ]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One denoising step, complete in itself. Tensors are (B, T) on the CPU; B = samples, T = canvas."""
-
-    step: int  # forward passes so far, 1-based (0: the canvas before the first pass)
-    steps: int  # forward passes asked for (threshold remasking and end tokens may use fewer)
-    block: int  # semi-autoregressive block being filled, 0-based
-    prompt_length: int  # the start token and the prompt: columns before the first masked one
-    tokens: torch.Tensor  # current ids; masked positions hold the mask id
-    masked: torch.Tensor  # still masked after this step
-    revealed: torch.Tensor  # committed at this step
-    fixed: torch.Tensor  # supplied by the request (start token, prompt, text around blanks)
-    live: torch.Tensor  # part of the text: False past a row's end token
-    ended: torch.Tensor  # (B,) the row has written its end token
-    confidence: torch.Tensor  # model probability of each committed token when it was committed; NaN elsewhere
-    forward_s: float  # time in this step's forward pass
-    step_s: float  # time for the whole step, forward included
-    elapsed_s: float  # since the first step started
-    done: bool  # no mask is left
-
-
-@dataclass(frozen=True)
-class Result:
-    """A request's outcome on the host, complete in itself: built once when it finishes (on the serving
-    engine's thread), so nothing reads a live Denoiser afterwards."""
-
-    ids: list[list[int]]  # per row: the continuation up to its end token, or the whole filled text when infilling
-    written: list[list[int]]  # per row: only the ids the model wrote (filled blanks and tail), no end token
-    finish_reasons: list[str]  # per row: "eos" (it wrote its end token) or "length"
-    seed: int  # row i used seed + i
-    nfe: int  # forward passes
-    forward_s: float  # seconds in them
-
-    @property
-    def generated_tokens(self) -> list[int]:
-        """Per row: how many tokens the model wrote (end token and dropped slots excluded)."""
-        return [len(ids) for ids in self.written]
 
 
 class Denoiser:
@@ -105,6 +69,7 @@ class Denoiser:
         banned = sorted(set(banned_ids) | ({special.end} if not self.stop_at_end else set()))
         self.banned = torch.tensor(banned, dtype=torch.long, device=device)
         self._bias: torch.Tensor | None = None
+        self.penalties = Penalties.of(config)
         self.plan = Plan.of(canvas.masked, config, window)
         self.slots = torch.tensor([c for block in self.plan.blocks for c in block.columns], device=device)
         # The pass count is known on the host unless the text decides it: then one flag is read per pass.
@@ -115,8 +80,9 @@ class Denoiser:
         self.nfe = 0
         self.laps: list[Lap] = []
         self.started: float | None = None
-        self._step_started = 0.0
-        self._revealed: tuple[torch.Tensor, torch.Tensor] | None = None  # (columns, kept) of the last step
+        self.step_started = 0.0
+        self.kept_last: tuple[torch.Tensor, torch.Tensor] | None = None  # (columns, kept) of the last step
+        self.edited_last: tuple[torch.Tensor, torch.Tensor] | None = None  # (columns, replaced) of the last step
         self._move_to(self.plan.first())
 
     @property
@@ -136,15 +102,20 @@ class Denoiser:
         """Inputs of the next forward pass; the head predicts this block's still-masked slots only.
         Canvas columns become window columns here, and window columns query columns with the cache."""
         assert self.now is not None, "request() after the last step"
-        self._step_started = time.perf_counter()
+        self.step_started = time.perf_counter()
         if self.started is None:
-            self.started = self._step_started
+            self.started = self.step_started
         now, block = self.now, self.plan.blocks[self.now.block]
-        slots = self._head_columns(block, now.left)
+        slots = self._head_columns(block, len(block.columns) if self.config.edit_margin else now.left)
         b, r = slots.shape
         rows = torch.arange(b, device=self.device).repeat_interleave(r)
         window_cols = (slots - (block.start - 1)).flatten()  # canvas column -> window column
         ids, attention = self._window(self.tokens, block), self._window(self.attention, block)
+        if self.config.cfg_scale:  # the unconditional rows: the same canvas with the supplied text masked
+            supplied = self._window(self.fixed, block).index_fill(1, torch.tensor([0], device=self.device), False)
+            ids = torch.cat([ids, ids.masked_fill(supplied, self.special.mask)])
+            attention, rows, window_cols = attention.repeat(2, 1), torch.cat([rows, rows + b]), window_cols.repeat(2)
+            b *= 2
         start, end = block.to_window(block.columns[0]), block.to_window(block.columns[-1]) + 1
         cached = self.cache.plan(now.step == 0, block.start == 1, start, end, ids.shape[1])
         if cached is None:
@@ -174,18 +145,22 @@ class Denoiser:
             self.cache.keep(step.cache, out.kv)
         slots, cfg = step.slots, self.config
         b, r = slots.shape
-        assert out.logits.shape[0] == b * r, "logits do not match the requested positions"
-        logits = out.logits.float() + self._ban_bias(out.logits.shape[-1])
+        assert out.logits.shape[0] == step.rows.numel(), "logits do not match the requested positions"
+        logits = self._logits(out.logits, step.rows[: b * r])
         params = SamplingParams(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
         draws = uniforms(self.row_seeds, slots, self.nfe, SAMPLE).to(self.device)  # (B, R): by canvas column
         ids = sample(cfg.sampling, logits, draws.view(-1), params).view(b, r)
         prob = probability_of(logits, ids.view(-1)).view(b, r)
         candidates = self.masked.gather(1, slots)
-        keep = self._keep(prob.masked_fill(~candidates, float("-inf")), candidates, slots)
-        self.tokens.scatter_(1, slots, torch.where(keep, ids, self.tokens.gather(1, slots)))
-        self.confidence.scatter_(1, slots, torch.where(keep, prob, self.confidence.gather(1, slots)))
+        revisable = self._revisable()  # (B, S) over the block's slots, before this pass commits anything
+        keep, remask = self._keep(prob.masked_fill(~candidates, float("-inf")), candidates, slots, revisable)
+        written = keep | self._edits(logits, slots, ids, prob, candidates)
+        self.tokens.scatter_(1, slots, torch.where(written, ids, self.tokens.gather(1, slots)))
+        self.confidence.scatter_(1, slots, torch.where(written, prob, self.confidence.gather(1, slots)))
         self.masked.scatter_(1, slots, candidates & ~keep)
-        self._revealed = (slots, keep)
+        self.kept_last, self.edited_last = (slots, keep), (slots, written & ~keep)
+        if remask is not None:
+            self._remask(remask)
         if self.stop_at_end:
             self._stop_rows_at_end()
         if out.timer is not None:
@@ -202,19 +177,78 @@ class Denoiser:
             self._bias = bias.scatter_reduce_(0, self.banned.clamp(max=vocab - 1), inside, reduce="amin")
         return self._bias
 
-    def _keep(self, conf: torch.Tensor, candidates: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """Which of this pass's predictions (B, R) stay: as many as the schedule asks, by the remasking rule."""
+    def _logits(self, raw: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The pass's logits (M, V) as the step samples them: guided, special tokens banned, penalised."""
+        logits = raw.float()
+        if self.config.cfg_scale:
+            conditional, unconditional = logits.chunk(2)
+            logits = unconditional + (1 + self.config.cfg_scale) * (conditional - unconditional)
+        logits = logits + self._ban_bias(logits.shape[-1])
+        if self.penalties.active:
+            in_text = ~self.masked & (self.attention > 0)
+            logits = penalize(logits, rows, self.tokens, in_text, in_text & ~self.fixed, self.penalties)
+        return logits
+
+    def _keep(
+        self, conf: torch.Tensor, candidates: torch.Tensor, slots: torch.Tensor, revisable: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Which of this pass's predictions (B, R) stay, as many as the schedule asks by the remasking rule,
+        and which of the block's committed slots (B, S) are masked again (revise; None: none)."""
         assert self.now is not None
         now, cfg = self.now, self.config
         steps = self.plan.blocks[now.block].steps
         if now.step + 1 >= steps:
-            return candidates  # the block's last planned pass fills whatever is left
-        counts = keep_counts(cfg.schedule, now.step, steps, candidates.sum(-1), self.total)
+            return candidates, None  # the block's last planned pass fills whatever is left
+        remaining = candidates.sum(-1)
+        counts = keep_counts(cfg.schedule, now.step, steps, remaining, self.total)
+        most = self.plan.keeps(now)  # placed apart: the fullest row's count, known on the host
+        remask = None
+        if revisable is not None:
+            extra = remask_counts(cfg.revise, cfg.revise_eta, revisable.sum(-1), remaining - counts)
+            counts = counts + extra  # keep as many more as are masked again: the schedule holds
+            block = torch.tensor([len(self.plan.blocks[now.block].columns) - now.left])
+            most += int(remask_counts(cfg.revise, cfg.revise_eta, block, torch.tensor([now.left - most])))
+            remask = self._remask_choice(revisable, extra)
         noise = torch.zeros_like(conf)
         if cfg.remasking == "random":
             noise = uniforms(self.row_seeds, slots, self.nfe, REMASK).to(self.device)
-        apart = Spacing(slots, cfg.spacing, self.plan.keeps(now))  # placed apart: the fullest row's count
-        return keep_mask(cfg.remasking, conf, counts, noise, cfg.threshold, apart) & candidates
+        apart = Spacing(slots, cfg.spacing, most)
+        return keep_mask(cfg.remasking, conf, counts, noise, cfg.threshold, apart) & candidates, remask
+
+    def _revisable(self) -> torch.Tensor | None:
+        """(B, S) the current block's slots that hold a token the model committed (not an end token)."""
+        if self.config.revise == "none" or self.now is None:
+            return None
+        positions = self._positions(self.plan.blocks[self.now.block])
+        text = ~self.masked & ~self.fixed & (self.attention > 0) & (self.tokens != self.special.end)
+        return text[:, positions]
+
+    def _remask_choice(self, revisable: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        assert self.now is not None
+        positions = self._positions(self.plan.blocks[self.now.block]).expand_as(revisable)
+        noise = uniforms(self.row_seeds, positions, self.nfe, REVISE).to(self.device)
+        confidence = self.confidence.gather(1, positions)
+        return remask_choice(self.config.revise, revisable, counts, confidence, noise)
+
+    def _remask(self, chosen: torch.Tensor) -> None:
+        """Mask again the block's slots `chosen` (B, S)."""
+        assert self.now is not None
+        positions = self._positions(self.plan.blocks[self.now.block]).expand_as(chosen)
+        self.masked.scatter_(1, positions, self.masked.gather(1, positions) | chosen)
+        self.tokens.scatter_(1, positions, self.tokens.gather(1, positions).masked_fill(chosen, self.special.mask))
+        self.confidence.scatter_(1, positions, self.confidence.gather(1, positions).masked_fill(chosen, float("nan")))
+
+    def _edits(
+        self, logits: torch.Tensor, slots: torch.Tensor, ids: torch.Tensor, prob: torch.Tensor, candidates: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, R) committed slots whose token this pass's prediction replaces (edit_margin; else none)."""
+        if not self.config.edit_margin:
+            return torch.zeros_like(candidates)
+        now = self.tokens.gather(1, slots)
+        committed = ~candidates & ~self.fixed.gather(1, slots) & (self.attention.gather(1, slots) > 0)
+        committed &= now != self.special.end
+        now_prob = probability_of(logits, now.view(-1)).view(now.shape)
+        return edits(committed, now, ids, now_prob, prob, self.config.edit_margin)
 
     def _stop_rows_at_end(self) -> None:
         """Past the first committed end token a row is finished: drop its remaining slots."""
@@ -240,50 +274,12 @@ class Denoiser:
 
     def frame(self) -> Frame:
         """The state now, as a self-contained Frame on the host: one copy off the device."""
-        revealed = torch.zeros_like(self.masked)
-        if self._revealed is not None:
-            revealed.scatter_(1, *self._revealed)
-        flags = self.masked.long() | revealed.long() << 1 | self.fixed.long() << 2 | (self.attention > 0).long() << 3
-        flags = flags | self.ended.long().unsqueeze(-1) << 4  # a row's flag, in every column of the row
-        tokens, flags, conf_bits = torch.stack([self.tokens, flags, self.confidence.view(torch.int32).long()]).cpu()
-        now = time.perf_counter()
-        return Frame(
-            step=self.nfe,
-            steps=self.config.steps,
-            block=self.now.block if self.now is not None else len(self.plan.blocks) - 1,
-            prompt_length=self.prompt_length,
-            tokens=tokens,
-            masked=flags & 1 > 0,
-            revealed=flags & 2 > 0,
-            fixed=flags & 4 > 0,
-            live=flags & 8 > 0,
-            ended=flags[:, 0] & 16 > 0,
-            confidence=conf_bits.int().view(torch.float32),
-            forward_s=self.laps[-1].seconds if self.laps else 0.0,
-            step_s=now - self._step_started if self.nfe else 0.0,
-            elapsed_s=now - self.started if self.started is not None else 0.0,
-            done=self.finished,
-        )
+        return frame_of(self)
 
     def result(self) -> Result:
         """What the request wrote so far, on the host (on a GPU it also reads the forward passes' timing
         events, so call it at the end)."""
-        live = self.attention > 0
-        written = ~self.fixed & live & (self.tokens != self.special.end)
-        row_ended = self.ended.long().unsqueeze(-1).expand_as(self.tokens)
-        tokens, live, written, row_ended = torch.stack([self.tokens, live.long(), written.long(), row_ended]).cpu()
-        start = 1 if self.infill else self.prompt_length
-        ended = row_ended[:, 0].tolist()
-        rows = [row[start:][keep[start:] > 0].tolist() for row, keep in zip(tokens, live)]
-        ids = [row[: row.index(self.special.end)] if stop else row for row, stop in zip(rows, ended)]
-        return Result(
-            ids=ids,
-            written=[row[keep > 0].tolist() for row, keep in zip(tokens, written)],
-            finish_reasons=["eos" if stop else "length" for stop in ended],
-            seed=self.seed,
-            nfe=self.nfe,
-            forward_s=sum(timer.seconds for timer in self.laps),
-        )
+        return result_of(self)
 
 
 def create_denoiser(

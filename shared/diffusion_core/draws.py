@@ -12,6 +12,7 @@ import torch
 
 SAMPLE = 0  # stream of the token draws (sampling.py's inverse CDF)
 REMASK = 1  # stream of the scores of random remasking
+REVISE = 2  # stream of the scores that pick committed tokens to mask again (revision.py)
 
 _U64 = 1 << 64
 _GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: spreads consecutive counters apart

@@ -26,7 +26,7 @@ class Spacing:
     most: int = 0  # the largest count (known on the host): how many picks to place apart
 
 
-def _top_per_row(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+def top_per_row(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Keep the counts[b] highest scores of each row b: scores (B, L), counts (B,) -> bool (B, L)."""
     order = scores.argsort(dim=-1, descending=True)
     ranks = order.argsort(dim=-1)
@@ -34,10 +34,10 @@ def _top_per_row(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
 
 
 def _top_apart(scores: torch.Tensor, counts: torch.Tensor, apart: Spacing | None) -> torch.Tensor:
-    """_top_per_row, with picks made best first at least apart.spacing columns from each other while
+    """top_per_row, with picks made best first at least apart.spacing columns from each other while
     a row has such slots left; then the row's count is made up from the best of the rest."""
     if apart is None or apart.spacing <= 1 or apart.most <= 1:
-        return _top_per_row(scores, counts)
+        return top_per_row(scores, counts)
     kept = torch.zeros_like(scores, dtype=torch.bool)
     free = torch.isfinite(scores)
     wanted = counts.unsqueeze(-1)
@@ -49,7 +49,7 @@ def _top_apart(scores: torch.Tensor, counts: torch.Tensor, apart: Spacing | None
         near = (apart.columns - apart.columns.gather(1, best)).abs() < apart.spacing
         free &= ~(near & take)
     short = (counts - kept.sum(-1)).clamp(min=0)
-    return kept | _top_per_row(scores.masked_fill(kept, float("-inf")), short)
+    return kept | top_per_row(scores.masked_fill(kept, float("-inf")), short)
 
 
 def low_confidence(
@@ -71,7 +71,7 @@ def threshold(
 ) -> torch.Tensor:
     """Keep every prediction at or above the threshold, and always the most confident one (confident
     neighbours rarely clash: no spacing)."""
-    best = _top_per_row(conf, torch.ones_like(counts))
+    best = top_per_row(conf, torch.ones_like(counts))
     return (conf >= threshold) | best
 
 

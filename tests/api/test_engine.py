@@ -38,16 +38,26 @@ def _neighbours() -> list[tuple[str, GenerationConfig]]:
             seed=100 + i,
             cache=("none", "prefix", "dual")[i % 3 if i % 2 else 0],
             cache_refresh=1 + i % 3,
+            cfg_scale=(0.0, 1.0)[i % 4 == 1],
+            revise=("none", "cap", "conf")[i % 5 % 3],
+            repetition_penalty=(1.0, 1.3)[i % 3 == 2],
+            presence_penalty=(0.0, 0.5)[i % 4 == 2],
+            edit_margin=(0.0, 0.05)[i % 7 == 3],
         )
         out.append((PROMPTS[i % len(PROMPTS)], config))
     return out
 
 
+STEERED = {"cfg_scale": 1.5, "repetition_penalty": 1.4, "frequency_penalty": 0.5, "revise": "conf", "edit_margin": 0.1}
+
+
+@pytest.mark.parametrize("steer", [{}, STEERED], ids=["plain", "steered"])
 @pytest.mark.parametrize("cache", ["none", "dual"])
-def test_a_request_writes_the_same_text_alone_and_inside_a_batch_of_16(tiny_checkpoint, cache):
-    """Neighbours with and without the block cache (passes of other widths, other cached lengths)."""
+def test_a_request_writes_the_same_text_alone_and_inside_a_batch_of_16(tiny_checkpoint, cache, steer):
+    """Neighbours with and without the block cache (passes of other widths, other cached lengths), with
+    and without guidance (twice the rows), penalties and revision."""
     entry = load_entry(str(tiny_checkpoint), "cpu", "tiny", "v1", "float32")
-    config = GenerationConfig(max_new_tokens=24, steps=12, block_length=8, num_samples=2, seed=11, cache=cache)
+    config = GenerationConfig(max_new_tokens=24, steps=12, block_length=8, num_samples=2, seed=11, cache=cache, **steer)
     target = ("a journey", config)
     alone = generate(entry.model, entry.tokenizer, *target).texts
 

@@ -56,6 +56,9 @@ def test_infilling_keeps_the_text_around_the_masks(client):
         ({"inputs": "x", "parameters": {"num_samples": 9}}, "parameters.num_samples"),
         ({"inputs": "x", "parameters": {"max_new_tokens": 100, "block_length": 0}}, "parameters.max_new_tokens"),
         ({"inputs": "x", "parameters": {"sampling": "top_k"}}, "parameters.top_k"),
+        ({"inputs": "x", "parameters": {"repetition_penalty": 0}}, "parameters.repetition_penalty"),
+        ({"inputs": "x", "parameters": {"revise": "loop"}}, "parameters.revise"),
+        ({"inputs": "x", "parameters": {"cfg_scale": -1}}, "parameters.cfg_scale"),
         ({"inputs": "the quick brown fox " * 80, "parameters": GEN}, "inputs"),
     ],
 )
@@ -174,3 +177,21 @@ def test_completions_at_temperature_0_are_greedy_whatever_the_seed(client):
     body = {"prompt": "the quick", "max_tokens": 6, "temperature": 0, "steps": 3}
     texts = {client.post("/v1/completions", json={**body, "seed": s}).json()["choices"][0]["text"] for s in (1, 2, 3)}
     assert len(texts) == 1
+
+
+def test_openai_penalties_and_unmasks_steering_reach_the_step(client):
+    """OpenAI's frequency and presence penalties (and unmask's own steering fields) change the greedy text;
+    out of OpenAI's bounds they are refused by name."""
+    body = {"prompt": "the quick", "max_tokens": 16, "temperature": 0, "steps": 8}
+
+    def text(**extra) -> str:
+        r = client.post("/v1/completions", json={**body, **extra})
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["text"]
+
+    plain = text()
+    assert text(frequency_penalty=2.0) != plain and text(presence_penalty=2.0) != plain
+    assert text(repetition_penalty=3.0) != plain and text(cfg_scale=2.0) != plain
+    refused = client.post("/v1/completions", json={**body, "presence_penalty": 2.5})
+    assert refused.status_code == 422 and refused.json()["error"]["param"] == "presence_penalty"
+
