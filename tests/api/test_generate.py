@@ -194,4 +194,3 @@ def test_openai_penalties_and_unmasks_steering_reach_the_step(client):
     assert text(repetition_penalty=3.0) != plain and text(cfg_scale=2.0) != plain
     refused = client.post("/v1/completions", json={**body, "presence_penalty": 2.5})
     assert refused.status_code == 422 and refused.json()["error"]["param"] == "presence_penalty"
-
