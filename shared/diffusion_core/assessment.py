@@ -64,12 +64,15 @@ def steering(base: GenerationConfig, steps: int) -> dict[str, GenerationConfig]:
     """Penalties, guidance and revision, at the default's passes and at 1.5x them."""
     more = steps * 3 // 2
     return {
+        f"{steps} steps, repetition penalty 1.1": replace(base, repetition_penalty=1.1),
         f"{steps} steps, repetition penalty 1.2": replace(base, repetition_penalty=1.2),
-        f"{steps} steps, repetition penalty 1.5": replace(base, repetition_penalty=1.5),
         f"{steps} steps, frequency penalty 0.5": replace(base, frequency_penalty=0.5),
         f"{steps} steps, presence penalty 0.5": replace(base, presence_penalty=0.5),
         f"{steps} steps, guidance 0.5": replace(base, cfg_scale=0.5),
         f"{steps} steps, guidance 1.5": replace(base, cfg_scale=1.5),
+        f"{more} steps, repetition penalty 1.1": replace(base, steps=more, repetition_penalty=1.1),
+        f"{more} steps, presence penalty 0.3": replace(base, steps=more, presence_penalty=0.3),
+        f"{more} steps, guidance 0.5": replace(base, steps=more, cfg_scale=0.5),
         f"{steps} steps, revise cap 0.5": replace(base, revise="cap", revise_eta=0.5),
         f"{steps} steps, revise rescale 0.5": replace(base, revise="rescale", revise_eta=0.5),
         f"{steps} steps, revise conf 0.5": replace(base, revise="conf", revise_eta=0.5),
