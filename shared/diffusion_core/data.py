@@ -62,6 +62,8 @@ def _jsonl_text(name: str, number: int, line: str) -> str:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise InputError(f"{name}:{number}: invalid JSON ({exc.msg})") from None
+    except RecursionError:  # json nests by recursion: a line of 1,000 brackets would end the request in a 500
+        raise InputError(f"{name}:{number}: JSON nested too deeply") from None
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         raise InputError(f'{name}:{number}: each line must be an object with a string "text" field')
     return record["text"]

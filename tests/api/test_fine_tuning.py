@@ -44,6 +44,7 @@ def test_upload_list_get_and_delete_a_training_file(ft_client):
         ("nul.txt", b"text\x00more", "fine-tune", 422, "binary"),
         ("data.csv", b"a,b\n", "fine-tune", 422, "unsupported file type"),
         ("rows.jsonl", b'{"text": "ok"}\n{"body": "x"}\n', "fine-tune", 422, "rows.jsonl:2"),
+        ("deep.jsonl", b'{"text": "ok"}\n' + b"[" * 100_000 + b"]" * 100_000 + b"\n", "fine-tune", 422, "deep.jsonl:2"),
         ("data.txt", TEXT, "assistants", 422, "purpose"),
     ],
 )
