@@ -166,3 +166,26 @@ def test_the_starter_twin_continued_from_its_snapshot_carries_its_curve_and_stag
     assert training["stages"][1]["continued_from"]["step"] == steps
     with pytest.raises(InputError, match="no best snapshot"):
         train_ar_twin(corpus, out, more, start_from=out / "diffusion")
+
+
+def test_a_loss_that_stops_being_a_number_ends_the_run_saying_so(tmp_path, tiny_checkpoint):
+    """Weights that hold a NaN (or a learning rate that blows up) must not train on, nor publish."""
+    from diffusion_core.training import Diverged
+
+    model, tokenizer = checkpoint.load(tiny_checkpoint, torch.device("cpu"))
+    with torch.no_grad():
+        model.get_input_embeddings().weight[5] = float("nan")
+    base = checkpoint.save(model, tokenizer, tmp_path / "base", {"name": "nan"})
+    (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog\n\n" * 40)
+    config = TrainConfig(
+        data=(str(tmp_path / "corpus.txt"),),
+        output=str(tmp_path / "out"),
+        base=str(base),
+        max_steps=5,
+        batch_size=4,
+        max_length=32,
+    )
+    with pytest.raises(Diverged) as caught:
+        train(config, show_progress=False)
+    assert "step 1" in str(caught.value) and caught.value.param == "learning_rate"
+    assert not (tmp_path / "out").exists()

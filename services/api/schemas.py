@@ -261,7 +261,7 @@ class Hyperparameters(BaseModel):
     )
     learning_rate: Literal["auto"] | Annotated[float, Field(gt=0, le=0.01)] = _auto("learning_rate")
     warmup_steps: int = _train("warmup_steps", le=100_000)
-    levels: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+    levels: list[Annotated[float, Field(ge=config.MIN_RATE, le=1)]] = Field(
         default_factory=lambda: list(DEFAULT_LEVELS),
         min_length=1,
         max_length=64,

@@ -30,6 +30,7 @@ ERROR_CODES = {
     "ConfigError": "invalid_hyperparameters",
     "CheckpointError": "invalid_base_model",
     "TokenizerError": "invalid_base_model",
+    "Diverged": "training_diverged",
 }
 HYPERPARAMETERS = (
     "max_length", "batch_size", "grad_accum", "n_devices", "gradient_checkpointing", "learning_rate", "levels",

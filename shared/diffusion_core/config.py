@@ -17,6 +17,7 @@ REVISIONS = ("none", "cap", "rescale", "conf")  # revision.py's strategies (ReMD
 ARCHITECTURES = ("roberta-tiny", "roberta-small", "roberta-base")  # model.ARCHITECTURES' names
 PRECISIONS = ("auto", "bf16", "fp32")
 SAVE_DTYPES = ("float32", "float16", "bfloat16")
+MIN_RATE = 0.001  # lower masking rates mask nothing in a block, and their 1/t loss weight overflows
 DEFAULT_LEVELS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 _BOUNDS = ("ge", "gt", "le", "lt")
 _REQUIRED = object()
@@ -132,7 +133,7 @@ class TrainConfig:
     levels: tuple[float, ...] | None = _param(
         DEFAULT_LEVELS, "masking rates, one drawn per batch (none, on the command line continuous: t ~ U(eps, 1))"
     )
-    eps: float = _param(0.02, "lowest masking rate of the continuous draw", gt=0, lt=1)
+    eps: float = _param(0.02, "lowest masking rate of the continuous draw", ge=MIN_RATE, lt=1)
     prefix_max: int = _param(16, "up to this many leading tokens per example stay unmasked, like a prompt", ge=0)
     held_out: float = _param(0.05, "share of blocks kept for evaluation, when no eval_data is given", ge=0, lt=1)
     eval_data: tuple[str, ...] = _param((), "held-out text files; when given, all of data trains")
@@ -151,8 +152,8 @@ class TrainConfig:
         if (self.base is None) == (self.architecture is None):
             raise ConfigError("give exactly one of base (a checkpoint to fine-tune) or architecture (a fresh model)")
         _check_fields(self)
-        ok = self.levels is None or (bool(self.levels) and all(0 < r <= 1 for r in self.levels))
-        _check(ok, "levels", "must be masking rates in (0, 1]")
+        ok = self.levels is None or (bool(self.levels) and all(MIN_RATE <= r <= 1 for r in self.levels))
+        _check(ok, "levels", f"must be masking rates in [{MIN_RATE}, 1]")
 
 
 _WHAT = {"sampling": "sampling rule", "remasking": "remasking rule", "cache": "cache mode", "revise": "revision"}

@@ -35,6 +35,10 @@ from .tokenizer import train_bpe
 EVAL_RATES = (0.15, 0.5, 0.9)
 
 
+class Diverged(UnmaskError):
+    """The loss stopped being a number: no checkpoint was written."""
+
+
 class TrainingCancelled(UnmaskError):
     """should_stop() asked the run to end; no checkpoint was written."""
 
@@ -236,6 +240,9 @@ def _train(
         loss, stops, elapsed = world.sum([part, float(stop), clock])  # rank 0's clock paces every rank
         if stops:
             raise TrainingCancelled("training was cancelled")
+        if not math.isfinite(loss):
+            message = f"the training loss became {loss} at step {state['step'] + 1}; lower the learning rate"
+            raise Diverged(message, "learning_rate")
         state["step"] += 1
         state["tokens"] += int(batch.attention_mask.sum())
         level_sums.setdefault(level_key(batch.rate), []).append(loss)

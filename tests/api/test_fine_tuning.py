@@ -111,6 +111,11 @@ def test_inline_training_texts_become_a_file(ft_client):
             "hyperparameters.levels.0",
         ),
         (
+            {"model": "tiny", "training_texts": ["x"], "hyperparameters": {"levels": [1e-320]}},
+            422,
+            "hyperparameters.levels.0",
+        ),
+        (
             {"model": "tiny", "training_texts": ["x"], "hyperparameters": {"dropout": 0.1}},
             422,
             "hyperparameters.dropout",
