@@ -212,3 +212,13 @@ def test_the_form_starts_from_the_servers_defaults_and_sends_them(viewer):
     for name in ("max_new_tokens", "steps", "cache", "cache_refresh", "spacing", "top_p", "future_masks"):
         assert sent[name] == defaults[name], name
     assert "seed" not in sent
+
+
+def test_the_suffix_field_refuses_what_the_api_would(viewer):
+    """Chromium compiles `pattern` with the v flag: an invalid class would silently check nothing."""
+    base, page = viewer
+    page.click("button[data-tab=finetune]")
+    page.fill("#job-suffix", "Bad Name!")
+    assert page.eval_on_selector("#job-suffix", "el => el.validity.patternMismatch")
+    page.fill("#job-suffix", "my-model-2")
+    assert page.eval_on_selector("#job-suffix", "el => el.validity.valid")
