@@ -105,3 +105,42 @@ def test_a_bad_port_variable_is_one_line_for_serve_and_harmless_elsewhere():
     served = subprocess.run([*run, "serve"], env=env, capture_output=True, text=True)
     assert served.returncode == 2 and "Traceback" not in served.stderr
     assert served.stderr.startswith("unmask: error: UNMASK_PORT ") and served.stderr.count("\n") == 1
+
+
+def test_a_sample_that_ends_early_says_so_and_why(capsys, tiny_checkpoint):
+    """Asked for many tokens, a sample that writes its end token first is not silently short."""
+    for seed in range(40):
+        code, out, err = _run(capsys, "generate", "the", "--model", tiny_checkpoint, "--max-new-tokens", 48,
+                              "--steps", 12, "--seed", seed, "--temperature", 3, "--sampling", "temperature")  # fmt: skip
+        if "ended at its end token" in err:
+            assert code == 0 and "of 48 tokens (--forbid-eos writes them all)" in err
+            return
+    pytest.fail("no seed ended early")
+
+
+def test_a_long_generation_in_a_terminal_shows_its_progress(tiny_checkpoint):
+    """On a terminal, `unmask generate` draws a bar of forward passes on stderr while it works."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    command = [sys.executable, "-m", "diffusion_core.cli", "generate", "the", "--model", str(tiny_checkpoint),
+               "--max-new-tokens", "40", "--steps", "20", "--seed", "0", "--forbid-eos"]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)  # the child holds its own end; reading stops when it exits
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and out.strip()
+    assert b"/20 [" in shown and b"pass/s" in shown, shown[-300:]  # the bar counts the 20 planned passes

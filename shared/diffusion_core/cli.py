@@ -222,6 +222,8 @@ def _levels(text: str) -> tuple[float, ...] | None:
 
 @command("generate")
 def _generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from . import checkpoint
     from .denoise import create_denoiser, decode, run
     from .terminal import frame_text
@@ -230,13 +232,23 @@ def _generate(args: argparse.Namespace) -> int:
     device, dtype = _device_and_dtype(args)
     model, tokenizer = checkpoint.load(args.model or default_model(), device, dtype.dtype)
     state = create_denoiser(model, tokenizer, args.prompt, config)
-    for frame in run(model, state, every_step=args.show_steps):
+    bar = tqdm(total=state.plan.passes(), unit="pass", disable=None if not args.show_steps else True, leave=False)
+    for frame in run(model, state, every_step=args.show_steps, on_step=lambda s: bar.update(s.nfe - bar.n)):
         if args.show_steps:
             for row in range(config.num_samples):
                 label = f"[{frame.step:>3}]" + (f" #{row}" if config.num_samples > 1 else "")
                 print(f"{label} {frame_text(tokenizer, frame, row)}", flush=True)
+    bar.close()
     result = state.result()
     texts = decode(tokenizer, result)
+    for i, (reason, count) in enumerate(zip(result.finish_reasons, result.generated_tokens)):
+        if reason == "eos" and count < config.max_new_tokens and not args.json:
+            which = f"sample {i}" if len(texts) > 1 else "the sample"
+            print(
+                f"{which} ended at its end token after {count} of {config.max_new_tokens} tokens"
+                " (--forbid-eos writes them all)",
+                file=sys.stderr,
+            )
     if args.json:
         made = {"texts": texts, "seed": result.seed, "nfe": result.nfe, "finish_reasons": result.finish_reasons}
         print(json.dumps({**made, "dtype": dtype.name, "dtype_reason": dtype.reason}))

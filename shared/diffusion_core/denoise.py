@@ -14,7 +14,7 @@ only when asked.
 
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -304,13 +304,21 @@ def create_denoiser(
     return Denoiser(canvas, config, special, window, banned, device, mode_for(model, config.cache))
 
 
-def run(model: PreTrainedModel, state: Denoiser, autocast: bool = False, every_step: bool = True) -> Iterator[Frame]:
+def run(
+    model: PreTrainedModel,
+    state: Denoiser,
+    autocast: bool = False,
+    every_step: bool = True,
+    on_step: Callable[[Denoiser], object] | None = None,
+) -> Iterator[Frame]:
     """Drive one Denoiser with its own forward passes, yielding a Frame per step (or only the last one:
-    every_step=False copies nothing off the device until the end)."""
+    every_step=False copies nothing off the device until the end); `on_step` runs after every pass."""
     while not state.finished:
         with inference(state.device, autocast):
             step = state.request()
             state.advance(step, forward(model, step))
+        if on_step is not None:
+            on_step(state)
         if every_step or state.finished:
             yield state.frame()
 

@@ -94,6 +94,14 @@ class Plan:
             return Pass(now.block + 1, 0, len(self.blocks[now.block + 1].columns))
         return None
 
+    def passes(self) -> int:
+        """Forward passes the plan makes when every pass keeps its count (the most a request can take)."""
+        count = 0
+        now: Pass | None = self.first()
+        while now is not None:
+            count, now = count + 1, self.after(now)
+        return count
+
     def _counts(self, now: Pass) -> torch.Tensor:
         block = self.blocks[now.block]
         slots = torch.tensor([len(block.columns)])
