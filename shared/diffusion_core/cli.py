@@ -241,21 +241,23 @@ def _generate(args: argparse.Namespace) -> int:
     bar.close()
     result = state.result()
     texts = decode(tokenizer, result)
-    for i, (reason, count) in enumerate(zip(result.finish_reasons, result.generated_tokens)):
-        if reason == "eos" and count < config.max_new_tokens and not args.json:
-            which = f"sample {i}" if len(texts) > 1 else "the sample"
-            print(
-                f"{which} ended at its end token after {count} of {config.max_new_tokens} tokens"
-                " (--forbid-eos writes them all)",
-                file=sys.stderr,
-            )
     if args.json:
         made = {"texts": texts, "seed": result.seed, "nfe": result.nfe, "finish_reasons": result.finish_reasons}
         print(json.dumps({**made, "dtype": dtype.name, "dtype_reason": dtype.reason}))
     else:
         for i, text in enumerate(texts):
-            print(("" if len(texts) == 1 else f"--- sample {i} (seed {result.seed + i})\n") + text)
+            print(("" if len(texts) == 1 else f"--- sample {i} (seed {result.seed + i})\n") + text, flush=True)
+        _say_what_ended_early(result.finish_reasons, result.generated_tokens, config.max_new_tokens)
     return 0
+
+
+def _say_what_ended_early(reasons: list[str], counts: list[int], asked: int) -> None:
+    """On stderr, after the texts: which samples wrote their end token before `asked` tokens."""
+    for i, (reason, count) in enumerate(zip(reasons, counts)):
+        if reason == "eos" and count < asked:
+            which = f"sample {i}" if len(reasons) > 1 else "the sample"
+            print(f"{which} ended at its end token after {count} of {asked} tokens (--forbid-eos writes them all)",
+                  file=sys.stderr)  # fmt: skip
 
 
 @command("train")
