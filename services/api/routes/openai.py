@@ -66,7 +66,7 @@ async def completions(
     metrics: MetricsDep,
 ) -> dict[str, Any] | StreamingResponse:
     """Text completions; with `suffix`, the text between prompt and suffix (infilling). With stream=true,
-    one chunk per prompt when it is finished, then [DONE]: diffusion does not write left to right, so
+    one chunk per choice when its prompt is finished, then [DONE]: diffusion does not write left to right, so
     there are no earlier partial texts to send."""
     started = time.perf_counter()
     entry = await resolve(registry, body.model)
