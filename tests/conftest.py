@@ -101,7 +101,7 @@ def make_client(tiny_checkpoint):
     @contextmanager
     def build(**overrides) -> Iterator[TestClient]:
         settings = Settings(**{"model": str(tiny_checkpoint), "device": "cpu", **overrides})
-        with TestClient(create_app(settings)) as client:
+        with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
             if "model" not in overrides:
                 wait_ready(client)
             yield client

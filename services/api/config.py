@@ -8,6 +8,8 @@ from pydantic_settings import NoDecode
 
 from services.settings import ApiKey, ServiceSettings
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
 
 class Settings(ServiceSettings):
     """The API's settings (`unmask serve`); the shared ones are in ServiceSettings."""
@@ -32,6 +34,11 @@ class Settings(ServiceSettings):
         description="browser origins (comma-separated, e.g. https://app.example) besides this server's own that may "
         "open generation WebSockets; * allows any",
     )
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="host names the server answers to (comma-separated; * for any); default: loopback names when it "
+        "listens on a loopback address (a page elsewhere cannot reach it by rebinding its DNS), any otherwise",
+    )
     ws_request_timeout_s: float = Field(
         10.0, gt=0, description="a generation socket that sends no request by then is closed"
     )
@@ -46,6 +53,19 @@ class Settings(ServiceSettings):
     job_timeout_s: int = Field(24 * 3600, ge=60, description="a fine-tune job running longer is stopped and failed")
     reload_poll_s: float = Field(1.0, gt=0, description="how often the current-version pointer is checked")
     max_loaded_models: int = Field(2, ge=1, description="checkpoint versions held in memory (the current included)")
+
+    def hosts(self) -> list[str]:
+        """The Host names this server answers to, lower case ("*": any)."""
+        if self.allowed_hosts is not None:
+            return [h.lower() for h in self.allowed_hosts]
+        return list(LOOPBACK_NAMES) if self.host.lower() in LOOPBACK_NAMES else ["*"]
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [host.strip() for host in value.split(",") if host.strip()]
+        return value
 
     @field_validator("allowed_origins", mode="before")
     @classmethod

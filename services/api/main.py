@@ -24,7 +24,7 @@ from .defaults import REAP_EVERY_S, REDIS_CONNECT_TIMEOUT_S, REDIS_HEALTH_CHECK_
 from .deps import needs_key
 from .engine import Engine
 from .metrics import Metrics
-from .middleware import BodyGuard
+from .middleware import BodyGuard, HostGuard
 from .registry import ModelRegistry, twin_source
 from .reloader import Reloader
 from .routes import autoregressive, checkpoints, files, fine_tuning, generate, health, openai, render
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (generate, autoregressive, render, openai, files, fine_tuning, checkpoints, health)
     keyed = tuple(r for m in routers for r in m.router.routes if isinstance(r, APIRoute) and needs_key(r))
     app.add_middleware(BodyGuard, max_bytes=settings.max_payload_bytes, overrides=uploads, keyed=keyed)
+    app.add_middleware(HostGuard, hosts=settings.hosts())  # added last: runs first
     for module in routers:
         app.include_router(module.router, responses=errors.RESPONSES)
     web = settings.web_dir or WEB

@@ -8,6 +8,37 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import TYPES, ApiError
 
 
+class HostGuard:
+    """Answer only to the Host names the server is meant to have (DNS rebinding: a page on evil.example
+    whose name was made to point at this machine sends `Host: evil.example`). HTTP gets a 400 naming the
+    setting; a WebSocket handshake is refused (403) before it is accepted."""
+
+    def __init__(self, app: ASGIApp, hosts: list[str]) -> None:
+        self.app, self.hosts = app, hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or "*" in self.hosts:
+            await self.app(scope, receive, send)
+            return
+        host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+        if hostname(host) in self.hosts:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        message = f"this server does not answer to host {host[:100]!r}; add it to UNMASK_ALLOWED_HOSTS"
+        await JSONResponse(ApiError(400, message).body(), status_code=400)(scope, receive, send)
+
+
+def hostname(host: str) -> str:
+    """A Host header's name without its port, lower case: "[::1]:8000" -> "::1"."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 class BodyGuard:
     """Before a body is read: the key of a write route (401), then the body's size as it arrives (413,
     declared or chunked); every error status is counted by type."""

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import secrets
 import socket
 from typing import Any
 
@@ -25,6 +26,13 @@ class FineTuneJob(Job):
         return super().perform()
 
 
+def worker_name() -> str:
+    """Host, pid and a random part: in a container the pid is always 1 and the host name survives a
+    restart, so host and pid alone would collide with the previous run's registration (RQ refuses a
+    second live worker of one name until the first one's key expires, minutes later)."""
+    return f"unmask-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 def run(settings: WorkerSettings, burst: bool = False) -> None:
     """Work the fine-tune queue until SIGINT/SIGTERM (or until empty, with burst)."""
     redis = Redis.from_url(settings.redis_url)
@@ -32,7 +40,8 @@ def run(settings: WorkerSettings, burst: bool = False) -> None:
     for job_id in jobs.reap(redis):
         log.warning("job %s was abandoned by a previous worker; marked failed", job_id)
     queue = Queue(jobs.QUEUE, connection=redis, serializer=jobs.SERIALIZER)
-    name = f"unmask-{socket.gethostname()}-{os.getpid()}"
-    worker = Worker([queue], connection=redis, name=name, serializer=jobs.SERIALIZER, job_class=FineTuneJob)
+    worker = Worker(
+        [queue], connection=redis, name=worker_name(), serializer=jobs.SERIALIZER, job_class=FineTuneJob
+    )
     log.info("worker %s on %s (state in %s)", worker.name, jobs.QUEUE, settings.state_dir)
     worker.work(burst=burst, with_scheduler=False, logging_level="INFO")

@@ -173,3 +173,25 @@ def test_info_lists_every_limit_the_server_enforces(client):
     limits = client.get("/info").json()["limits"]
     for name in ("max_payload_bytes", "max_upload_bytes", "job_timeout_s", "ws_request_timeout_s", "max_queue"):
         assert name in limits, name
+
+
+def test_a_rebound_host_name_is_refused_on_http_and_websockets(make_client):
+    """DNS rebinding: a page on evil.example pointed at this machine names its own host; a server on a
+    loopback address answers only to loopback names, unless the operator lists more."""
+    from starlette.websockets import WebSocketDisconnect
+
+    evil = {"Host": "evil.example:8000", "Origin": "http://evil.example:8000"}
+    with make_client() as client:
+        refused = client.get("/info", headers=evil)
+        assert refused.status_code == 400 and "UNMASK_ALLOWED_HOSTS" in refused.json()["error"]["message"]
+        with pytest.raises(WebSocketDisconnect):
+            with client.websocket_connect("/ws/generate", headers=evil) as ws:
+                ws.send_json({"inputs": "the", "parameters": {"max_new_tokens": 4, "steps": 2}})
+                ws.receive_json()
+        assert client.get("/info", headers={"Host": "localhost:8000"}).status_code == 200
+        assert client.get("/info", headers={"Host": "[::1]:8000"}).status_code == 200
+    with make_client(allowed_hosts="unmask.example") as client:
+        assert client.get("/info", headers={"Host": "unmask.example"}).status_code == 200
+        assert client.get("/info", headers={"Host": "localhost"}).status_code == 400
+    with make_client(host="0.0.0.0") as client:
+        assert client.get("/info", headers=evil).status_code == 200, "on a public address the key guards it"

@@ -161,3 +161,27 @@ def test_the_worker_runs_fine_tune_jobs_only_and_never_unpickles_a_queue_entry(s
         json={"model": "tiny", "training_file": upload["id"], "hyperparameters": SMALL},
     ).json()
     assert finished(base, job["id"])["status"] == "succeeded", "the worker still runs real jobs"
+
+
+def test_a_worker_restarted_in_its_container_registers_beside_its_stale_record(redis_url, monkeypatch):
+    """In a container the pid is 1 and the host name survives `docker compose restart`: the new worker
+    must not be refused because the killed one's registration has not expired yet."""
+    from redis import Redis
+    from rq import Queue, Worker
+
+    from diffusion_core import jobs
+    from services.trainer import worker as trainer
+
+    monkeypatch.setattr(trainer.os, "getpid", lambda: 1)
+    monkeypatch.setattr(trainer.socket, "gethostname", lambda: "3f2a9c1b7e44")
+    redis = Redis.from_url(redis_url)
+    queue = Queue(jobs.QUEUE, connection=redis, serializer=jobs.SERIALIZER)
+    killed = Worker([queue], connection=redis, name=trainer.worker_name(), serializer=jobs.SERIALIZER)
+    killed.register_birth()  # and never its death: the container was restarted under it
+    restarted = Worker([queue], connection=redis, name=trainer.worker_name(), serializer=jobs.SERIALIZER)
+    try:
+        restarted.register_birth()
+        assert restarted.name != killed.name and restarted.name.startswith("unmask-3f2a9c1b7e44-1-")
+    finally:
+        for w in (killed, restarted):
+            w.register_death()
