@@ -93,10 +93,12 @@ function renderText(container, frame) {
 function showDiffusion(frame) {
   renderText($("text"), frame);
   if (!frame) return;
-  $("counter").textContent = `step ${frame.step} / ${frame.steps}`;
+  // A run may finish in fewer passes than asked: its end token, or threshold remasking keeping everything.
+  const early = frame.done && frame.step < frame.steps;
+  $("counter").textContent = `step ${frame.step} / ${frame.steps}` + (early ? " · done early" : "");
   $("elapsed").textContent = `${(frame.arrived_ms / 1000).toFixed(2)} s`;
   $("passes").textContent = `${frame.step} forward passes`;
-  $("progress").style.width = `${Math.min(100, (100 * frame.step) / frame.steps)}%`;
+  $("progress").style.width = `${frame.done ? 100 : Math.min(100, (100 * frame.step) / frame.steps)}%`;
 }
 
 function showAr(frame, total) {
@@ -208,6 +210,8 @@ async function generate(body) {
   $("generate").disabled = true;
   renderText($("text"), null);
   renderText($("ar-text"), null);
+  for (const id of ["counter", "elapsed", "passes", "ar-counter", "ar-elapsed", "ar-passes"]) $(id).textContent = "";
+  for (const id of ["progress", "ar-progress"]) $(id).style.width = "0%";
   const started = performance.now();
   const jobs = [stream("/ws/generate", body, run.diffusion, showDiffusion, started)];
   if (compare) jobs.push(stream("/ws/generate_ar", body, run.ar, (f) => showAr(f, body.parameters.max_new_tokens), started));

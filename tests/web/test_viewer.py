@@ -222,3 +222,22 @@ def test_the_suffix_field_refuses_what_the_api_would(viewer):
     assert page.eval_on_selector("#job-suffix", "el => el.validity.patternMismatch")
     page.fill("#job-suffix", "my-model-2")
     assert page.eval_on_selector("#job-suffix", "el => el.validity.valid")
+
+
+def test_a_run_that_finishes_in_fewer_passes_says_so_with_a_full_bar(viewer):
+    base, page = viewer
+    page.select_option("#remasking", "threshold")
+    page.fill("#threshold", "0.001")  # every prediction is kept: one pass per block
+    generate(page)
+    assert page.inner_text("#counter") == f"step 2 / {STEPS} · done early"
+    assert page.evaluate("document.getElementById('progress').style.width") == "100%"
+
+
+def test_an_error_clears_the_previous_runs_counters(viewer):
+    base, page = viewer
+    generate(page)
+    page.fill("#max_new_tokens", "100")
+    page.fill("#block_length", "0")  # one block longer than the model's 64 positions: refused
+    page.click("#generate")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.inner_text("#counter") == "" and page.inner_text("#text") == ""
