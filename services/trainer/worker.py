@@ -40,8 +40,6 @@ def run(settings: WorkerSettings, burst: bool = False) -> None:
     for job_id in jobs.reap(redis):
         log.warning("job %s was abandoned by a previous worker; marked failed", job_id)
     queue = Queue(jobs.QUEUE, connection=redis, serializer=jobs.SERIALIZER)
-    worker = Worker(
-        [queue], connection=redis, name=worker_name(), serializer=jobs.SERIALIZER, job_class=FineTuneJob
-    )
+    worker = Worker([queue], connection=redis, name=worker_name(), serializer=jobs.SERIALIZER, job_class=FineTuneJob)
     log.info("worker %s on %s (state in %s)", worker.name, jobs.QUEUE, settings.state_dir)
     worker.work(burst=burst, with_scheduler=False, logging_level="INFO")

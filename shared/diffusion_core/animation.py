@@ -131,6 +131,7 @@ def ar_messages(
     top_p: float = 0.9,
     temperature: float = 1.0,
     seed: int = 0,
+    forbid_eos: bool = False,
 ) -> Iterator[Message]:
     """The prompt, then one message per token of the causal LM (one forward pass each)."""
     from .autoregressive import sample
@@ -139,7 +140,8 @@ def ar_messages(
     prompt_pieces = pieces(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     yield ar_message(prompt_pieces, [], 0, 0.0, 0.0)
     started = time.perf_counter()
-    for step, (ids, forward_s) in enumerate(sample(model, tokenizer, prompt, max_new_tokens, top_p, temperature, seed)):
+    decoding = sample(model, tokenizer, prompt, max_new_tokens, top_p, temperature, seed, forbid_eos)
+    for step, (ids, forward_s) in enumerate(decoding):
         yield ar_message(prompt_pieces, pieces(ids), step + 1, time.perf_counter() - started, forward_s)
 
 

@@ -296,10 +296,12 @@ def sample(
     top_p: float = 0.9,
     temperature: float = 1.0,
     seed: int = 0,
+    forbid_eos: bool = False,
 ) -> Iterator[tuple[list[int], float]]:
-    """Yield (continuation ids so far, forward seconds) after each token; KV-cached, one pass per token."""
+    """Yield (continuation ids so far, forward seconds) after each token; KV-cached, one pass per token
+    (with forbid_eos the end token is never drawn: it writes max_new_tokens)."""
     out: list[int] = []
-    for tokens, timer in _decode(model, tokenizer, prompt, max_new_tokens, 1, top_p, temperature, seed):
+    for tokens, timer in _decode(model, tokenizer, prompt, max_new_tokens, 1, top_p, temperature, seed, forbid_eos):
         out.append(int(tokens[0]))
         yield list(out), timer.seconds
 

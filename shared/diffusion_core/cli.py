@@ -343,7 +343,10 @@ def _compare(args: argparse.Namespace) -> int:
     seed = config.seed if config.seed is not None else 0
 
     def record_ar(tokens: int) -> list[dict]:
-        return list(animation.ar_messages(twin, tokenizer, args.prompt, tokens, config.top_p, config.temperature, seed))
+        decoding = animation.ar_messages(
+            twin, tokenizer, args.prompt, tokens, config.top_p, config.temperature, seed, config.forbid_eos
+        )
+        return list(decoding)
 
     list(animation.diffusion_messages(model, tokenizer, args.prompt, replace(config, steps=2)))  # warm-up: the
     record_ar(4)  # first passes of a process pay one-time kernel set-up that would skew the clock

@@ -64,7 +64,14 @@ async def _stream(websocket: WebSocket, twin: Twin, body: GenerateRequest, metri
     def produce() -> None:
         try:
             frames = animation.ar_messages(
-                twin.model, twin.tokenizer, prompt, params.max_new_tokens, params.top_p, params.temperature, seed
+                twin.model,
+                twin.tokenizer,
+                prompt,
+                params.max_new_tokens,
+                params.top_p,
+                params.temperature,
+                seed,
+                params.forbid_eos,  # both sides write the same length when asked
             )
             for frame in frames:
                 if stop.is_set():
