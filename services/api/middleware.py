@@ -21,7 +21,7 @@ class HostGuard:
             await self.app(scope, receive, send)
             return
         host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
-        if hostname(host) in self.hosts:
+        if not host or hostname(host) in self.hosts:  # browsers always name a host; HTTP/1.0 clients may not
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
