@@ -48,7 +48,7 @@ class GenerationConfig:
         1.0,
         "tokens already in the text (prompt and written) get positive logits divided by it, negative ones"
         " multiplied (1: off)",
-        gt=0,
+        ge=0.01,
         le=10,
     )
     frequency_penalty: float = _param(
