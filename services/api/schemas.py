@@ -46,7 +46,7 @@ class GenerateParameters(BaseModel):
     """GenerationConfig's parameters (tests/test_config.py checks that the names and types match), and
     two of the response's own."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     max_new_tokens: int = param("max_new_tokens")
     steps: int = param("steps")
@@ -77,14 +77,14 @@ class GenerateParameters(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
 
     role: Literal["system", "user", "assistant", "developer"]
     content: str = Field(..., max_length=100_000)
 
 
 class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     messages: list[ChatMessage] | None = Field(
         None, min_length=1, max_length=256, description="instead of inputs: a conversation, through the chat template"
@@ -128,7 +128,7 @@ class GenerateResponse(BaseModel):
 class _OpenAIRequest(BaseModel):
     """What OpenAI's completions and chat completions share, plus unmask's denoising settings."""
 
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
 
     model: str | None = None
     # OpenAI's fields keep OpenAI's defaults and bounds (temperature 0 means greedy there).
@@ -249,7 +249,7 @@ class Hyperparameters(BaseModel):
     """OpenAI's names where they exist ("auto" included), plus the diffusion extras; each maps to a TrainConfig
     field of the same name (n_epochs: epochs), whose description and lower bound it takes."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     n_epochs: Literal["auto"] | Annotated[int, Field(ge=1, le=100)] = _auto("epochs")
     max_steps: int | None = Field(None, ge=1, le=1_000_000, description="optimizer steps; overrides n_epochs")
@@ -291,7 +291,7 @@ SUFFIX = r"^[a-z0-9][a-z0-9-]{0,39}$"
 class FineTuneRequest(BaseModel):
     """POST /v1/fine_tuning/jobs. `training_texts` (inline documents) is unmask's extension."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     model: str = Field(min_length=1, max_length=200, description="the base: the served model or a retained version")
     training_file: str | None = Field(None, description="an uploaded file id (purpose fine-tune)")
@@ -302,13 +302,15 @@ class FineTuneRequest(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     suffix: str | None = Field(None, pattern=SUFFIX, description="lower-case letters, digits, dashes; up to 40")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    metadata: dict[str, str] | None = Field(None, max_length=16)
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = Field(
+        None, max_length=16, description="up to 16 pairs, keys up to 64 characters, values up to 512 (OpenAI's)"
+    )
 
 
 class SampleFrame(BaseModel):
     """One sample of a frame message, as the streams send it."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
     tokens: list[Annotated[str, Field(max_length=64)]] = Field(max_length=2048)
     masked: list[bool] = Field(max_length=2048)
@@ -328,7 +330,7 @@ class SampleFrame(BaseModel):
 
 
 class FrameTiming(BaseModel):
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
     elapsed_ms: float = Field(ge=0, description="since the first step started")
     forward_ms: float = Field(0, ge=0, description="this step's forward pass")
@@ -338,7 +340,7 @@ class FrameTiming(BaseModel):
 class FrameMessage(BaseModel):
     """One `frame` message of the streams: the wire format, declared once (the streams send it, /render reads it)."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
     type: Literal["frame"] = "frame"
     step: int = Field(ge=0, description="forward passes so far; 0 is the canvas before the first")
@@ -353,7 +355,7 @@ class FrameMessage(BaseModel):
 class RenderRequest(BaseModel):
     """Frames a viewer received (the `frame` messages of /ws/generate), to render as a GIF or a page."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
     frames: list[FrameMessage] = Field(min_length=1, max_length=MAX_FRAMES)
     sample: int = Field(0, ge=0, description="which sample to draw")

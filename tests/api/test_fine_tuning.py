@@ -121,6 +121,7 @@ def test_inline_training_texts_become_a_file(ft_client):
             "hyperparameters.dropout",
         ),
         ({"model": "tiny", "training_texts": ["x"], "suffix": "../up"}, 422, "suffix"),
+        ({"model": "tiny", "training_texts": ["x"], "metadata": {"note": "x" * 513}}, 422, "metadata.note"),
         ({"model": "tiny", "training_texts": [" "]}, 422, "training_texts"),
     ],
 )

@@ -59,6 +59,8 @@ def test_infilling_keeps_the_text_around_the_masks(client):
         ({"inputs": "x", "parameters": {"repetition_penalty": 0}}, "parameters.repetition_penalty"),
         ({"inputs": "x", "parameters": {"revise": "loop"}}, "parameters.revise"),
         ({"inputs": "x", "parameters": {"cfg_scale": -1}}, "parameters.cfg_scale"),
+        ({"inputs": "x", "parameters": {"temperature": float("nan")}}, "parameters.temperature"),
+        ({"inputs": "x", "parameters": {"top_p": float("inf")}}, "parameters.top_p"),
         ({"inputs": "the quick brown fox " * 80, "parameters": GEN}, "inputs"),
     ],
 )
