@@ -167,9 +167,15 @@ def test_steps_outputs_split_by_request_keep_each_requests_rows(tiny_model, toke
     with inference(states[0].device):
         inputs = [s.request() for s in states]
         parts = forward(tiny_model, StepInputs.join(inputs, pad=tokenizer.pad_token_id)).split(inputs)
+        alone = [forward(tiny_model, i) for i in inputs]
     assert [p.kv.keys[0].shape[0] for p in parts] == [2, 1]
-    assert [p.logits.shape[0] for p in parts] == [i.rows.numel() for i in inputs]
-    assert isinstance(parts[0], StepOutputs)
+    for part, solo, step in zip(parts, alone, inputs):
+        assert isinstance(part, StepOutputs) and torch.allclose(part.logits, solo.logits, atol=1e-5)
+        width = step.query.shape[1]  # the joined batch pads each request's queries to the longest
+        for ours, theirs in zip(
+            part.kv.columns(0, width).keys + part.kv.columns(0, width).values, solo.kv.keys + solo.kv.values
+        ):
+            assert torch.allclose(ours, theirs, atol=1e-5), "each request gets its own keys and values back"
 
 
 @pytest.mark.parametrize("refresh", [1, 3])
