@@ -35,6 +35,15 @@ def test_tensor_draws_equal_the_unbounded_integer_reference():
     assert got.tolist() == want
 
 
+def test_a_tensor_of_steps_draws_what_each_step_would_alone():
+    """The step may come as a tensor (one per row): the same hash as the integer path, row by row."""
+    seeds, positions, steps = torch.tensor([[3], [9], [2**31 - 1]]), torch.tensor([[0, 7, 4095]]), [0, 41, 2**40]
+    got = uniforms(seeds, positions, torch.tensor(steps).unsqueeze(-1), SAMPLE)
+    for row, step in enumerate(steps):
+        assert got[row].tolist() == uniforms(seeds[row : row + 1], positions, step, SAMPLE)[0].tolist()
+        assert got[row].tolist() == [_reference(int(seeds[row]), p, step, SAMPLE) for p in positions[0].tolist()]
+
+
 def _assert_uniform(u: torch.Tensor) -> None:
     n = u.numel()
     assert 0 <= float(u.min()) and float(u.max()) < 1

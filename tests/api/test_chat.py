@@ -83,3 +83,19 @@ def test_the_openai_client_fills_a_gap_with_suffix(server):
         )
     assert filled.choices[0].text and "lazy" not in filled.choices[0].text
     assert filled.usage.completion_tokens == 3
+
+
+@pytest.mark.parametrize("opening", ["", "{{ bos_token }}"])
+def test_the_prompt_is_the_template_less_only_a_leading_start_token(tokenizer, opening):
+    """The canvas opens with the start token itself: a template that writes it first loses that copy, and
+    one that does not keeps every character."""
+    from types import SimpleNamespace
+
+    from services.api.generation import chat_prompt
+    from services.api.schemas import ChatMessage
+
+    chatty = copy.deepcopy(tokenizer)
+    chatty.chat_template = opening + TEMPLATE
+    entry = SimpleNamespace(tokenizer=chatty, name="tiny-chat")
+    prompt = chat_prompt(entry, [ChatMessage(**m) for m in MESSAGES])
+    assert prompt == "system: be brief.\nuser: the quick brown fox\nassistant:"

@@ -169,10 +169,22 @@ def test_models_say_when_the_list_is_partial(make_client):
         assert body["partial"] is True and body["data"][0]["id"]
 
 
-def test_info_lists_every_limit_the_server_enforces(client):
-    limits = client.get("/info").json()["limits"]
-    for name in ("max_payload_bytes", "max_upload_bytes", "job_timeout_s", "ws_request_timeout_s", "max_queue"):
-        assert name in limits, name
+def test_info_lists_every_limit_the_server_enforces(make_client):
+    """The values, not only the names: a server started with other limits reports those."""
+    chosen = {"max_payload_bytes": 5000, "max_upload_bytes": 70_000, "job_timeout_s": 120, "max_queue": 3}
+    with make_client(ws_request_timeout_s=2.5, **chosen) as client:
+        limits = client.get("/info").json()["limits"]
+    assert {name: limits[name] for name in chosen} == chosen and limits["ws_request_timeout_s"] == 2.5
+
+
+def test_a_body_exactly_at_the_limit_is_read_and_one_byte_more_is_413(make_client):
+    with make_client(max_payload_bytes=2048) as client:
+        body = '{"inputs": "the", "parameters": {"max_new_tokens": 2, "steps": 1}}'
+        at_limit = body + " " * (2048 - len(body))
+        headers = {"content-type": "application/json"}
+        assert client.post("/generate", content=at_limit, headers=headers).status_code == 200
+        over = client.post("/generate", content=at_limit + " ", headers=headers)
+        assert over.status_code == 413 and "2048" in over.json()["error"]["message"]
 
 
 def test_a_rebound_host_name_is_refused_on_http_and_websockets(make_client):
