@@ -81,3 +81,20 @@ def test_save_replaces_atomically_and_leaves_no_temporary(tiny_checkpoint, tiny_
     assert checkpoint.read_metadata(target) == {"n": 30}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
     checkpoint.verify(target)
+
+
+def test_a_manifest_that_names_a_file_outside_its_checkpoint_is_refused(tmp_path, tiny_checkpoint):
+    """A checkpoint from a job or a copy must not vouch for files elsewhere, even with their right hash."""
+    import shutil
+
+    from diffusion_core.manifest import sha256, verify
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, copy)
+    outside = tmp_path / "elsewhere.safetensors"
+    outside.write_bytes(b"not this checkpoint's")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["../elsewhere.safetensors"] = {"sha256": sha256(outside), "bytes": outside.stat().st_size}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="outside the checkpoint: ../elsewhere.safetensors"):
+        verify(copy)
