@@ -85,6 +85,9 @@ def test_a_tampered_checkpoint_is_refused_and_the_old_model_serves_on(setup, oth
     store.activate(version)
     error = wait_for(lambda: client.get("/info").json()["reload_error"])
     assert error["version"] == version and "sha256" in error["message"]
+    time.sleep(1.0)  # five more polls of the pointer, which still names the refused version
+    refusals = [line for line in client.get("/metrics").text.splitlines() if 'result="refused"' in line]
+    assert refusals and all(line.endswith(" 1.0") for line in refusals if "_total" in line), refusals
     assert client.get("/info").json()["model"]["checkpoint"] == good
     assert text(client) == serving != before
     listing = client.get("/v1/checkpoints").json()
