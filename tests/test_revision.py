@@ -27,13 +27,15 @@ def test_the_repetition_penalty_matches_hugging_faces_and_tgis():
 
 
 def test_frequency_and_presence_penalties_subtract_per_time_written_and_once():
-    logits = torch.zeros(1, 10)
-    tokens = torch.tensor([[0, 4, 4, 4, 6, 8]])
-    written = torch.tensor([[False, True, True, True, True, False]])  # 8 is the prompt's: not written
-    out = penalize(logits, torch.tensor([0]), tokens, written | True, written, Penalties(frequency=0.5, presence=0.25))
-    expected = torch.zeros(10)
-    expected[4], expected[6] = -(3 * 0.5 + 0.25), -(0.5 + 0.25)
-    assert torch.equal(out[0], expected)
+    """Each prediction is penalised by its own row's text: row 0 wrote 4 three times and 6 once, row 1 wrote 7."""
+    logits = torch.zeros(3, 10)
+    tokens = torch.tensor([[0, 4, 4, 4, 6, 8], [0, 7, 2, 2, 2, 8]])
+    written = torch.tensor([[False, True, True, True, True, False], [False, True, False, False, False, False]])
+    rows = torch.tensor([0, 1, 1])
+    out = penalize(logits, rows, tokens, written | True, written, Penalties(frequency=0.5, presence=0.25))
+    first, second = torch.zeros(10), torch.zeros(10)
+    first[4], first[6], second[7] = -(3 * 0.5 + 0.25), -(0.5 + 0.25), -(0.5 + 0.25)  # 2 and 8: not written
+    assert torch.equal(out[0], first) and torch.equal(out[1], second) and torch.equal(out[2], second)
 
 
 def _repeats(texts: list[list[int]]) -> int:
