@@ -11,7 +11,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from html import escape
@@ -51,7 +51,8 @@ COLORS = {
 # What one server-side rendering may cost: the viewer's largest runs fit well inside these.
 MAX_FRAMES = 1025  # a 1024-step run and its opening canvas
 MAX_POSITIONS = 600_000  # token positions over all frames (each is measured to lay the text out)
-MAX_PIXELS = 250_000_000  # all frames together, at the tallest frame's height (one byte each once paletted)
+MAX_LINES = 400  # lines of text in one frame (about 11,000 pixels tall; /render/html has no such limit)
+MAX_PIXELS = 160_000_000  # all frames together, at the tallest frame's height (the GIF encoder keeps a byte each)
 RENDER_TIMEOUT_S = 60.0  # drawing stops here with TooLargeError
 LEGEND = (
     ("prompt", "prompt"),
@@ -240,40 +241,95 @@ def stills(
     messages: Sequence[Message], width: int = WIDTH, label: str = "", timeout_s: float | None = None
 ) -> list[Image.Image]:
     """One paletted image per frame message, all the same size; TooLargeError past the limits above."""
+    return list(drawing(messages, width, label, timeout_s))
+
+
+def drawing(
+    messages: Sequence[Message], width: int = WIDTH, label: str = "", timeout_s: float | None = None
+) -> Iterator[Image.Image]:
+    """`stills` one at a time: the limits are checked now, each frame is drawn when it is asked for."""
+    lines = _sized(messages, width)
+    deadline = time.monotonic() + (timeout_s or RENDER_TIMEOUT_S)
+
+    def each() -> Iterator[Image.Image]:
+        for m in messages:
+            if time.monotonic() > deadline:
+                raise TooLargeError(f"drawing took longer than {timeout_s or RENDER_TIMEOUT_S:.0f} s; send fewer frames")
+            yield _paletted(draw(m, width, lines, label))
+
+    return each()
+
+
+def _sized(messages: Sequence[Message], width: int) -> int:
+    """The lines every frame is drawn with; TooLargeError naming the limit a request passes."""
     if len(messages) > MAX_FRAMES:
         raise TooLargeError(f"{len(messages)} frames; at most {MAX_FRAMES} can be drawn", "frames")
     positions = sum(len(s["tokens"]) for m in messages for s in m["samples"][:1])
     if positions > MAX_POSITIONS:
         raise TooLargeError(f"{positions:,} token positions in all; at most {MAX_POSITIONS:,} can be drawn", "frames")
     lines = _lines(messages, width)
+    if lines > MAX_LINES:
+        raise TooLargeError(
+            f"a frame has {lines:,} lines of text; a GIF frame may have at most {MAX_LINES} (the HTML export has no such limit)",
+            "frames",
+        )
     height = MARGIN + LINE + 14 + lines * LINE + MARGIN + LINE
     if len(messages) * width * height > MAX_PIXELS:
         raise TooLargeError(
             f"{len(messages)} frames of {width}x{height} pixels exceed the {MAX_PIXELS:,} one animation may have",
             "frames",
         )
-    deadline = time.monotonic() + (timeout_s or RENDER_TIMEOUT_S)
-    images = []
-    for m in messages:
-        if time.monotonic() > deadline:
-            raise TooLargeError(f"drawing took longer than {timeout_s or RENDER_TIMEOUT_S:.0f} s; send fewer frames")
-        images.append(_paletted(draw(m, width, lines, label)))
-    return images
+    return lines
+
+
+def _blend(a: tuple[int, int, int], b: tuple[int, int, int], share: float) -> tuple[int, ...]:
+    return tuple(round(x + (y - x) * share) for x, y in zip(a, b))
+
+
+# Each ink and the ground it is drawn on: the anti-aliased edges of text and shapes are their blends.
+_INKS = (("text", "background"), ("text", "new"), ("text", "edited"), ("prompt", "background"),
+         ("muted", "background"), ("masked", "background"), ("bar", "track"))  # fmt: skip
+
+
+@cache
+def _palette() -> Image.Image:
+    """One palette for every frame: each colour and eight blends of every ink over its ground.
+
+    Frames that share a palette need no colour table of their own, and the GIF encoder compares
+    them index by index instead of converting each pair to RGBA."""
+    colors = dict.fromkeys(COLORS.values())
+    for ink, ground in _INKS:
+        colors.update(dict.fromkeys(_blend(COLORS[ink], COLORS[ground], n / 8) for n in range(9)))
+    palette = Image.new("P", (1, 1))
+    palette.putpalette([channel for color in colors for channel in color])
+    return palette
 
 
 def _paletted(image: Image.Image) -> Image.Image:
-    """One byte per pixel (the drawing uses a handful of colours), so a long run stays small in memory."""
-    return image.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    """One byte per pixel, each the nearest colour of the shared palette, so a long run stays small in memory."""
+    return image.quantize(palette=_palette(), dither=Image.Dither.NONE)
 
 
-def gif_bytes(images: Sequence[Image.Image], frame_ms: int = FRAME_MS, hold_ms: int = HOLD_MS) -> bytes:
-    """An animated GIF: one frame per image, the last one held before it loops."""
-    assert images, "nothing to animate"
-    durations = [frame_ms] * (len(images) - 1) + [hold_ms]
+def gif_bytes(
+    images: Iterable[Image.Image], frames: int | None = None, frame_ms: int = FRAME_MS, hold_ms: int = HOLD_MS
+) -> bytes:
+    """An animated GIF: one frame per image, the last one held before it loops.
+
+    `images` may be drawn as the encoder takes them (`drawing`; say how many in `frames`): the
+    encoder's own copy of each frame is then the only one in memory."""
+    count = frames if frames is not None else len(images)  # type: ignore[arg-type]
+    assert count, "nothing to animate"
+    durations = [frame_ms] * (count - 1) + [hold_ms]
+    frames_in = (im if im.mode == "P" else _paletted(im) for im in images)
     buffer = BytesIO()
-    first, *rest = [im if im.mode == "P" else _paletted(im) for im in images]
-    first.save(buffer, format="GIF", save_all=True, append_images=rest, duration=durations, loop=0, optimize=False)
+    first = next(frames_in)
+    first.save(buffer, format="GIF", save_all=True, append_images=frames_in, duration=durations, loop=0, optimize=False)
     return buffer.getvalue()
+
+
+def gif(messages: Sequence[Message], width: int = WIDTH, label: str = "") -> bytes:
+    """Frame messages as an animated GIF, each frame drawn only when the encoder takes it."""
+    return gif_bytes(drawing(messages, width, label), len(messages))
 
 
 def save_gif(images: Sequence[Image.Image], path: str | Path) -> Path:

@@ -25,13 +25,16 @@ def _frame(tokens: list[str], step: int = 0) -> dict:
 
 
 def test_a_gif_that_would_need_gigabytes_is_refused_before_drawing(make_client):
-    tall = _frame(["x" * 64] * 1000)  # one frame of 1,000 long tokens: every frame drawn at its height
+    tall = _frame(["x" * 64] * 300)  # one frame of 300 lines: every frame is drawn at its height
     body = {"frames": [tall] + [_frame(["a", "b"], s) for s in range(1, 40)]}
     with make_client(max_upload_bytes=32 * 1024 * 1024) as client:
         started = time.monotonic()
         r = client.post("/render/gif", json=body)
-        assert r.status_code == 413 and "250,000,000" in r.json()["error"]["message"]
+        assert r.status_code == 413 and "160,000,000" in r.json()["error"]["message"]
         assert time.monotonic() - started < 10
+        taller = client.post("/render/gif", json={"frames": [_frame(["x" * 64] * 401)]})
+        assert taller.status_code == 413 and "401 lines" in taller.json()["error"]["message"]
+        assert client.post("/render/html", json={"frames": [_frame(["x" * 64] * 401)]}).status_code == 200
         too_many = client.post("/render/gif", json={"frames": [_frame(["a"], s) for s in range(1026)]})
         assert too_many.status_code == 422 and too_many.json()["error"]["param"] == "frames"
         long_token = client.post("/render/gif", json={"frames": [_frame(["x" * 65])]})

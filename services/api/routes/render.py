@@ -7,6 +7,7 @@ from fastapi import APIRouter, Response
 
 from diffusion_core import animation
 from diffusion_core.errors import TooLargeError
+from diffusion_core.runtime import release_freed_memory
 
 from ..errors import ApiError
 from ..schemas import RenderRequest
@@ -34,9 +35,11 @@ async def render_gif(body: RenderRequest) -> Response:
     """An animated GIF: one frame per message, the last one held."""
     frames = _frames(body)
     try:  # off the event loop; the size is checked before drawing and the drawing has a deadline
-        data = await asyncio.to_thread(lambda: animation.gif_bytes(animation.stills(frames)))
+        data = await asyncio.to_thread(animation.gif, frames)
     except TooLargeError as exc:
         raise ApiError(413, str(exc), exc.param) from None
+    finally:  # the API keeps freed memory for the engine's reuse; a drawing's peak is not worth keeping
+        await asyncio.to_thread(release_freed_memory)
     return Response(data, media_type="image/gif", headers=_attachment("unmask.gif"))
 
 
