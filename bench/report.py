@@ -10,7 +10,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 DOC = Path(__file__).parents[1] / "docs" / "results.md"
 ORDER = (
-    "gpu", "speed", "dtype", "int8", "threshold", "repetition", "training", "parallel", "sampler", "serve", "fuzz",
+    "gpu", "speed", "dtype", "int8", "threshold", "repetition", "training", "parallel", "sampler", "serve", "fuzz", "render",
     "mutants",
 )  # fmt: skip
 GPU_PENDING = [
