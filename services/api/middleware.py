@@ -108,7 +108,10 @@ class BodyGuard:
         return _too_large(limit) if size.isdigit() and int(size) > limit else None
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: ApiError) -> None:
-        await JSONResponse(error.body(), status_code=error.status, headers=error.headers)(scope, receive, send)
+        """Answer and hang up: the rest of the body is never read, so the client should stop sending it
+        (and whatever it sends next is not taken for a new request)."""
+        headers = {**error.headers, "Connection": "close"}
+        await JSONResponse(error.body(), status_code=error.status, headers=headers)(scope, receive, send)
         self._count(scope, error.status)
 
     @staticmethod

@@ -210,3 +210,37 @@ def test_a_rebound_host_name_is_refused_on_http_and_websockets(make_client):
         assert client.get("/info", headers={"Host": "localhost"}).status_code == 400
     with make_client(host="0.0.0.0") as client:
         assert client.get("/info", headers=evil).status_code == 200, "on a public address the key guards it"
+
+
+def test_a_refused_body_closes_the_connection_and_logs_nothing(server):
+    """The 413 and 401 answers say `Connection: close` and the server hangs up, so a client stops
+    sending what will never be read, and bytes sent after the refusal are no one's protocol error."""
+    import logging
+    import socket
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    with server(max_payload_bytes=4096, api_key=KEY) as (base, _):
+        for name in ("uvicorn", "asyncio"):  # after uvicorn configured its logging
+            logging.getLogger(name).addHandler(handler)
+        port = int(base.rsplit(":", 1)[1])
+        for path, first in (("/generate", b"2000\r\n" + b" " * 8192 + b"\r\n"), ("/v1/files", b"")):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                sock.sendall(head.encode() + b"Transfer-Encoding: chunked\r\n\r\n" + first)
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    answer += sock.recv(65536)
+                status, headers = answer.split(b"\r\n", 1)
+                assert status.split()[1] in (b"413", b"401") and b"connection: close" in headers.lower()
+                try:  # bytes after the refusal: a malformed chunk
+                    sock.sendall(b"zz-not-a-chunk\r\n" * 64)
+                    while sock.recv(65536):
+                        pass
+                except ConnectionResetError:
+                    pass  # hung up: what the client should see
+        time.sleep(0.3)
+        for name in ("uvicorn", "asyncio"):
+            logging.getLogger(name).removeHandler(handler)
+    assert [r.getMessage() for r in records if r.levelno >= logging.WARNING] == []
