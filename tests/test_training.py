@@ -189,3 +189,28 @@ def test_a_loss_that_stops_being_a_number_ends_the_run_saying_so(tmp_path, tiny_
         train(config, show_progress=False)
     assert "step 1" in str(caught.value) and caught.value.param == "learning_rate"
     assert not (tmp_path / "out").exists()
+
+
+def test_the_head_runs_on_a_few_sizes_however_many_positions_a_batch_masks(tmp_path, tiny_checkpoint, corpus_file):
+    """Each batch masks a different number of positions. A CPU keeps a compiled matmul plan per shape,
+    so a head run on every exact count grew a fine-tune by gigabytes (bench/train_memory.py); rounded
+    to quarter-octave sizes it sees a handful, and the loss still counts only the masked positions."""
+    from diffusion_core.model import head_rows
+
+    vocab = checkpoint.load(tiny_checkpoint, torch.device("cpu"))[0].config.vocab_size
+    rows: list[int] = []
+
+    def seen(module: torch.nn.Module, args: tuple) -> None:
+        if isinstance(module, torch.nn.Linear) and module.out_features == vocab:
+            rows.append(args[0].shape[0])
+
+    config = TrainConfig(data=(str(corpus_file),), output=str(tmp_path / "out"), base=str(tiny_checkpoint),
+                         max_steps=20, batch_size=4, max_length=32, eval_every=10**6)  # fmt: skip
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(seen)
+    try:
+        train(config, show_progress=False)
+    finally:
+        hook.remove()
+    allowed = {head_rows(m) for m in range(1, 4 * 32 + 1)}
+    assert len(rows) >= 20 and set(rows) <= allowed and len(allowed) <= 12, sorted(set(rows))
+    assert all(head_rows(m) - m <= max(7, m // 4) for m in range(1, 5000)), "at most a quarter more rows"
