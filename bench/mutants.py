@@ -1,12 +1,16 @@
-"""A mutation check of the core: plausible one-line bugs, each applied alone, and whether the tests kill it.
+"""A mutation check: plausible one-line bugs, each applied alone, and whether the tests kill it.
 
-Each mutant replaces one snippet of a core module (the snippet must occur exactly once), runs the
-core's tests with the mutant in place, and puts the file back. A mutant the tests do not kill is a
-bug they would let through: it gets a test, or a sentence in the report saying why not.
+Each mutant replaces one snippet of a module (the snippet must occur exactly once), runs the tests
+of that part with the mutant in place, and puts the file back. The core's mutants run the core's
+tests; the services' mutants (engine, middleware, registry and reloader, store, supervisor, worker
+jobs, routes) and the cache's run the tests of their part. A mutant the tests do not kill is a bug
+they would let through: it gets a test, or a sentence in the report saying why not.
 
-    python bench/mutants.py          # about 20 mutants, a few minutes on 2 cores
+    python bench/mutants.py               # every mutant, about 25 minutes on 2 cores
+    python bench/mutants.py --part core   # the core's only (or services)
 """
 
+import argparse
 import subprocess
 import sys
 import time
@@ -16,8 +20,7 @@ from pathlib import Path
 from common import record
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = ROOT / "shared" / "diffusion_core"
-TESTS = [
+CORE_TESTS = [
     "tests/test_denoise.py",
     "tests/test_plan.py",
     "tests/test_cache.py",
@@ -33,10 +36,23 @@ TESTS = [
 
 @dataclass(frozen=True)
 class Mutant:
-    file: str
+    file: str  # under shared/diffusion_core/, or a path from the repository's root
     before: str
     after: str
     bug: str
+    tests: tuple[str, ...] = tuple(CORE_TESTS)
+
+    @property
+    def path(self) -> Path:
+        return ROOT / (self.file if "/" in self.file else f"shared/diffusion_core/{self.file}")
+
+    @property
+    def part(self) -> str:
+        return "core" if self.tests == tuple(CORE_TESTS) else "services"
+
+    @property
+    def name(self) -> str:
+        return self.file.removeprefix("services/")
 
 
 MUTANTS = [
@@ -80,16 +96,106 @@ MUTANTS = [
            "real = attention_mask.gather(1, at).bool()", "padding queries of a joined batch are attended to"),
 ]  # fmt: skip
 
+ENGINE = ("tests/api/test_engine.py", "tests/api/test_streaming.py", "tests/api/test_generate.py")
+EDGE = ("tests/api/test_hardening.py", "tests/api/test_generate.py")
+RELOAD = ("tests/api/test_hot_reload.py", "tests/test_store.py", "tests/test_checkpoint.py")
+STACK = ("tests/stack/test_watch.py",)
+JOBS = ("tests/trainer/test_worker.py", "tests/api/test_fine_tuning.py")
+ROUTES = ("tests/api/test_generate.py", "tests/api/test_chat.py")
+CACHE = ("tests/test_cache.py", "tests/api/test_engine.py")
+
+# Written as a reviewer hunting for bugs in the services and the cache would: each a slip one line
+# long that a green suite would ship.
+SERVICE_MUTANTS = [
+    Mutant("services/api/engine.py", "self.waiting = deque(t for t in self.waiting if not t.cancelled.is_set())",
+           "self.waiting = deque(self.waiting)", "a request cancelled while waiting is still run", ENGINE),
+    Mutant("services/api/engine.py", "                    ticket.deliver(exc)\n                self._retire(batch)",
+           "                    ticket.deliver(exc)", "a batch whose forward pass raised is retried forever", ENGINE),
+    Mutant("services/api/engine.py",
+           "            if self.load >= self.capacity:\n                raise Overloaded()\n            self.waiting",
+           "            if self.load > self.capacity:\n                raise Overloaded()\n            self.waiting",
+           "the queue takes one request past its capacity", ENGINE),
+    Mutant("services/api/engine.py", "self.max_active = max_active if batching else 1", "self.max_active = max_active",
+           "UNMASK_BATCHING=false still batches", ENGINE),
+    Mutant("services/api/engine.py", "return [t for t in self.active if t.entry is entry]",
+           "return list(self.active)", "two models' requests share one forward pass", ENGINE),
+    Mutant("services/api/engine.py", "                self.outside -= 1", "                pass",
+           "the twin's slot is never given back", ENGINE),
+    Mutant("services/api/engine.py", "            self.queue.get_nowait()\n", "            return\n",
+           "a full stream buffer drops the newest frame, the last one too", ENGINE),
+    Mutant("services/api/middleware.py", "if received > limit:", "if received >= limit:",
+           "a body exactly at the limit is refused", EDGE),
+    Mutant("services/api/middleware.py",
+           "return _too_large(limit) if size.isdigit() and int(size) > limit else None", "return None",
+           "a declared oversized body is read up to the limit before the 413", EDGE),
+    Mutant("services/api/middleware.py", "                except ApiError as error:\n                    return error",
+           "                except ApiError as error:\n                    return None",
+           "a write route reads the body before asking for the key", EDGE),
+    Mutant("services/api/middleware.py", "if not host or hostname(host) in self.hosts:",
+           "if not host or any(hostname(host).startswith(h) for h in self.hosts):",
+           "a host name that begins with an allowed one passes (127.0.0.1.evil.example)", EDGE),
+    Mutant("services/api/registry.py",
+           "if not (path / MANIFEST).is_file() or sha256(path / MANIFEST) != record[\"manifest_sha256\"]:",
+           "if not (path / MANIFEST).is_file():",
+           "a checkpoint whose manifest was rewritten after publish is served", RELOAD),
+    Mutant("services/api/reloader.py", "            self.refused.add(wanted)\n", "",
+           "a refused version is tried again on every poll", RELOAD),
+    Mutant("services/api/reloader.py", "self.refused.discard(json.loads(message[\"data\"]).get(\"version\", \"\"))",
+           "pass", "activating a refused version again never retries it", RELOAD),
+    Mutant("services/api/registry.py",
+           "oldest = next(v for v in self._versions if self.current is None or v != self.current.version)",
+           "oldest = next(iter(self._versions))", "the version being served can be evicted", RELOAD),
+    Mutant("manifest.py", "        if directory.resolve() not in path.parents:", "        if False:",
+           "a manifest may name a file outside its checkpoint", RELOAD),
+    Mutant("store.py", "doomed = [r[\"version\"] for r in self.versions()[keep:] if r[\"version\"] != current]",
+           "doomed = [r[\"version\"] for r in self.versions()[keep:]]", "pruning may delete the current version",
+           RELOAD),
+    Mutant("services/stack/supervisor.py", "pause = BACKOFF_S[min(crashes[part.name], len(BACKOFF_S)) - 1]",
+           "pause = BACKOFF_S[0]", "a part that keeps dying is restarted every second", STACK),
+    Mutant("services/stack/supervisor.py",
+           "crashes[part.name] = 1 if now - part.started > STABLE_S else crashes[part.name] + 1",
+           "crashes[part.name] = crashes[part.name] + 1", "a stable run does not start the backoff afresh", STACK),
+    Mutant("services/stack/supervisor.py", "crashes[\"api\"] >= API_MAX_CRASHES", "crashes[\"api\"] > API_MAX_CRASHES",
+           "the API may crash once more than the limit", STACK),
+    Mutant("services/trainer/jobs.py", "learning_rate=hp[\"learning_rate\"],", "learning_rate=1e-4,",
+           "a job trains at the default learning rate, not its own", JOBS),
+    Mutant("services/trainer/jobs.py", "levels=tuple(hp[\"levels\"] or DEFAULT_LEVELS),", "levels=DEFAULT_LEVELS,",
+           "a job's masking levels are ignored", JOBS),
+    Mutant("services/trainer/jobs.py", "prefix_max=hp[\"prefix_max\"],", "prefix_max=0,",
+           "a job's visible prefix is ignored", JOBS),
+    Mutant("services/trainer/jobs.py",
+           "return f\"hyperparameters.{name}\" if name in HYPERPARAMETERS else name", "return name",
+           "a failed job names the core's field, not the request's", JOBS),
+    Mutant("services/api/routes/openai.py",
+           "p + MASK_PLACEHOLDER * body.max_tokens + body.suffix if",
+           "p + body.suffix + MASK_PLACEHOLDER * body.max_tokens if", "suffix blanks go after the suffix", ROUTES),
+    Mutant("services/api/routes/openai.py", "supplied = [p + (body.suffix or \"\") for p in prompts]",
+           "supplied = prompts", "usage leaves the suffix out of the prompt tokens", ROUTES),
+    Mutant("services/api/routes/openai.py", "yield _choice(p * body.n + i,", "yield _choice(i,",
+           "choices of different prompts share an index", ROUTES),
+    Mutant("services/api/generation.py", "return text[len(start) :] if start and text.startswith(start) else text",
+           "return text[len(start) :] if start else text",
+           "chat cuts the template's first characters when it does not open with the start token", ROUTES),
+    Mutant("cache.py", "self.suffix is None or self.suffix_end != width or self.suffix_start > end",
+           "self.suffix is None or self.suffix_start > end", "the dual cache keeps a suffix after the window grew",
+           CACHE),
+    Mutant("cache.py", "fresh = computed.columns(0, now.start - now.lo)", "fresh = computed.columns(0, now.start)",
+           "the prefix cache keeps columns of the block after a partial pass", CACHE),
+    Mutant("model.py", "    return -(-max(m, 1) // grain) * grain", "    return max(m, 1)",
+           "the head runs on every exact count of masked positions (memory grows with each)",
+           ("tests/test_training.py",)),
+]  # fmt: skip
+
 
 def killed(mutant: Mutant) -> tuple[bool, str]:
-    path = CORE / mutant.file
+    path = mutant.path
     original = path.read_text()
     if original.count(mutant.before) != 1:
         raise SystemExit(f"{mutant.file}: the snippet {mutant.before!r} must occur exactly once")
     path.write_text(original.replace(mutant.before, mutant.after))
     try:
         run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS],
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],
             cwd=ROOT, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
     finally:
@@ -99,18 +205,30 @@ def killed(mutant: Mutant) -> tuple[bool, str]:
 
 
 def main() -> None:
-    print(f"{len(MUTANTS)} mutants of the core; tests: {' '.join(Path(t).name for t in TESTS)}")
-    print(f"{'file':<13} {'bug':<58} {'result':<8} first failing test")
-    kills = 0
-    for mutant in MUTANTS:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("core", "services"), help="only this part's mutants")
+    args = parser.parse_args()
+    mutants = [m for m in MUTANTS + SERVICE_MUTANTS if args.part in (None, m.part)]
+    for m in mutants:  # every snippet first: a stale one should not cost a half-finished run
+        if m.path.read_text().count(m.before) != 1:
+            raise SystemExit(f"{m.file}: the snippet {m.before!r} must occur exactly once")
+    print(f"{len(mutants)} mutants; the core's against {' '.join(Path(t).name for t in CORE_TESTS)}, "
+          "the others against their part's tests")  # fmt: skip
+    print(f"{'file':<22} {'bug':<66} {'result':<8} first failing test")
+    kills, started_all = 0, time.perf_counter()
+    for mutant in mutants:
         started = time.perf_counter()
         dead, test = killed(mutant)
         kills += dead
         result = "killed" if dead else "SURVIVED"
-        print(f"{mutant.file:<13} {mutant.bug:<58} {result:<8} {test} ({time.perf_counter() - started:.0f} s)")
-    print(f"killed {kills} of {len(MUTANTS)}")
+        print(f"{mutant.name:<22} {mutant.bug:<66} {result:<8} {test} ({time.perf_counter() - started:.0f} s)")
+    minutes = (time.perf_counter() - started_all) / 60
+    print(f"killed {kills} of {len(mutants)} in {minutes:.0f} min")
 
 
 if __name__ == "__main__":
-    with record("mutants", "Mutation check: one-line bugs in the core and the tests that catch them"):
+    with record(
+        "mutants",
+        "Mutation check: one-line bugs in the core, the services and the cache, and the tests that catch them",
+    ):
         main()

@@ -123,7 +123,9 @@ def main() -> None:
         print(json.dumps(one(args.one, args.copies)))
         return
     with record("render", "/render/gif: memory and time per request under 1 MB"):
-        print(f"bound for any request under 1 MB: +{BOUND_MB} MB and {BOUND_S:.0f} s; three at once +{BOUND_THREE_MB} MB")
+        print(
+            f"bound for any request under 1 MB: +{BOUND_MB} MB and {BOUND_S:.0f} s; three at once +{BOUND_THREE_MB} MB"
+        )
         print(f"{'case':<14} {'body KB':>8} {'at once':>7} {'status':>12} {'seconds':>8} {'+MB peak':>9} "
               f"{'+MB after':>9} {'of bound':>8}")  # fmt: skip
         worst = 0.0

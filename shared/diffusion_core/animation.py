@@ -254,7 +254,9 @@ def drawing(
     def each() -> Iterator[Image.Image]:
         for m in messages:
             if time.monotonic() > deadline:
-                raise TooLargeError(f"drawing took longer than {timeout_s or RENDER_TIMEOUT_S:.0f} s; send fewer frames")
+                raise TooLargeError(
+                    f"drawing took longer than {timeout_s or RENDER_TIMEOUT_S:.0f} s; send fewer frames"
+                )
             yield _paletted(draw(m, width, lines, label))
 
     return each()
@@ -270,7 +272,8 @@ def _sized(messages: Sequence[Message], width: int) -> int:
     lines = _lines(messages, width)
     if lines > MAX_LINES:
         raise TooLargeError(
-            f"a frame has {lines:,} lines of text; a GIF frame may have at most {MAX_LINES} (the HTML export has no such limit)",
+            f"a frame has {lines:,} lines of text; a GIF frame may have at most {MAX_LINES}"
+            " (the HTML export has no such limit)",
             "frames",
         )
     height = MARGIN + LINE + 14 + lines * LINE + MARGIN + LINE
@@ -297,7 +300,7 @@ def _palette() -> Image.Image:
 
     Frames that share a palette need no colour table of their own, and the GIF encoder compares
     them index by index instead of converting each pair to RGBA."""
-    colors = dict.fromkeys(COLORS.values())
+    colors: dict[tuple[int, ...], None] = dict.fromkeys(COLORS.values())
     for ink, ground in _INKS:
         colors.update(dict.fromkeys(_blend(COLORS[ink], COLORS[ground], n / 8) for n in range(9)))
     palette = Image.new("P", (1, 1))

@@ -25,7 +25,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from .config import CACHE_MODES
-from .model import split_head
+from .model import head_logits, split_head
 
 log = logging.getLogger("unmask")
 
@@ -136,7 +136,7 @@ def cached_logits(
         context = F.scaled_dot_product_attention(queries, k, v, attn_mask=visible)
         attended = layer.attention.output(context.transpose(1, 2).reshape(b, q, -1), hidden)
         hidden = layer.output(layer.intermediate(attended), attended)
-    return head(hidden[rows, cols]), KV(tuple(keys), tuple(values))
+    return head_logits(head, hidden[rows, cols]), KV(tuple(keys), tuple(values))
 
 
 class CacheMode(Enum):

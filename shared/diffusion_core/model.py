@@ -204,7 +204,11 @@ def masked_logits(
         return model(input_ids=input_ids, attention_mask=attention_mask).logits[rows, cols]
     encoder, head = parts
     hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    picked = hidden[rows, cols]
+    return head_logits(head, hidden[rows, cols])
+
+
+def head_logits(head: nn.Module, picked: torch.Tensor) -> torch.Tensor:
+    """The LM head over (M, H) hidden states, run on `head_rows(M)` rows (zeros past M)."""
     m = picked.shape[0]
     return head(F.pad(picked, (0, 0, 0, head_rows(m) - m)))[:m]
 

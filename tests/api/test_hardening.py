@@ -111,6 +111,9 @@ def test_bodies_are_bounded_as_they_arrive_and_a_write_without_the_key_reads_non
         chunked = {"content-type": "application/json", "transfer-encoding": "chunked"}
         status, pulled = _asgi_post(app, "/generate", chunked, chunks=1600, chunk=b" " * 65536)  # 100 MB
         assert status == 413 and pulled <= 3, "reading stopped at the 64 KiB limit"
+        declared = {"content-type": "application/json", "content-length": str(100 * 1024 * 1024)}
+        status, pulled = _asgi_post(app, "/generate", declared, chunks=1600, chunk=b" " * 65536)
+        assert status == 413 and pulled == 0, "a declared size over the limit is refused before reading"
         upload = {"content-type": "multipart/form-data; boundary=x"}
         status, pulled = _asgi_post(app, "/v1/files", upload, chunks=3200, chunk=b"a" * 65536)  # 200 MB, no key
         assert status == 401 and pulled == 0
@@ -203,6 +206,8 @@ def test_a_rebound_host_name_is_refused_on_http_and_websockets(make_client):
             with client.websocket_connect("/ws/generate", headers=evil) as ws:
                 ws.send_json({"inputs": "the", "parameters": {"max_new_tokens": 4, "steps": 2}})
                 ws.receive_json()
+        for rebound in ("127.0.0.1.evil.example", "localhost.evil.example:8000", "localhostx"):
+            assert client.get("/info", headers={"Host": rebound}).status_code == 400, rebound
         assert client.get("/info", headers={"Host": "localhost:8000"}).status_code == 200
         assert client.get("/info", headers={"Host": "[::1]:8000"}).status_code == 200
     with make_client(allowed_hosts="unmask.example,127.0.0.1") as client:

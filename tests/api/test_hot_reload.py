@@ -9,7 +9,7 @@ import torch
 from redis import Redis
 
 from diffusion_core import GenerationConfig, checkpoint, generate
-from diffusion_core.manifest import MANIFEST, sha256
+from diffusion_core.manifest import MANIFEST, sha256, write_manifest
 from diffusion_core.model import fresh_masked_lm
 from diffusion_core.store import VERSIONS, Store, new_version
 from tests.processes import wait_for
@@ -96,6 +96,25 @@ def test_a_tampered_checkpoint_is_refused_and_the_old_model_serves_on(setup, oth
     )
     refused = client.post(f"/v1/checkpoints/{version}/activate", headers=AUTH)
     assert refused.status_code == 409 and "model.safetensors" in refused.json()["error"]["message"]
+
+
+def test_a_checkpoint_whose_manifest_was_rewritten_after_publish_is_refused(setup, other_checkpoint):
+    """Tampering that rewrites the manifest to match new weights passes the manifest's own check; the
+    manifest's hash recorded at publish is what catches it."""
+    client, store = setup
+    version = new_version()
+    final = store.path(version)
+    shutil.copytree(other_checkpoint, final)  # published as the worker does ...
+    record = {"model": "ft:tiny:swapped:1", "created_at": 1, "version": version, "base": "tiny", "job_id": None}
+    store.redis.hset(VERSIONS, version, json.dumps({**record, "manifest_sha256": sha256(final / MANIFEST)}))
+    weights = bytearray((final / "model.safetensors").read_bytes())
+    weights[-100:] = bytes(100)
+    (final / "model.safetensors").write_bytes(bytes(weights))
+    write_manifest(final)  # ... then other weights, and a manifest that agrees with them
+    store.activate(version)
+    error = wait_for(lambda: client.get("/info").json()["reload_error"])
+    assert error["version"] == version and "recorded at publish" in error["message"]
+    assert client.get("/info").json()["model"]["checkpoint"] == "base"
 
 
 def test_activate_rolls_back_and_forward(setup, other_checkpoint):

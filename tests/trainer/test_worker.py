@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import openai
 
+from diffusion_core.manifest import read_metadata
 from services.trainer.defaults import CANCEL_POLL_S
 from tests.conftest import STACK_KEY as KEY
 from tests.processes import leftovers, wait_for
@@ -46,7 +47,8 @@ def test_fine_tune_end_to_end_with_the_openai_client(stack, tmp_path):
     data = tmp_path / "corpus.txt"
     data.write_text(CORPUS)
     file = client.files.create(file=data.open("rb"), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model="tiny", training_file=file.id, hyperparameters=SMALL, suffix="fox")
+    asked = {**SMALL, "learning_rate": 3e-4, "levels": [0.3, 0.7], "prefix_max": 5}
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=file.id, hyperparameters=asked, suffix="fox")
     assert job.status == "queued"
     before = generate(base).json()["generated_text"]
     maps = Path(f"/proc/{procs.started['worker'].pid}/maps").read_text()
@@ -71,6 +73,9 @@ def test_fine_tune_end_to_end_with_the_openai_client(stack, tmp_path):
     assert tuned.status_code == 200
     assert generate(base, model=done.fine_tuned_model).json()["generated_text"] == tuned.json()["generated_text"]
     assert (store.checkpoints_dir / version / "training_log.json").is_file()
+    trained = read_metadata(store.checkpoints_dir / version)  # what the worker trained with: the job's own
+    assert trained["diffusion"]["levels"] == [0.3, 0.7] and trained["diffusion"]["prefix_max"] == 5
+    assert trained["training"]["learning_rate"] == 3e-4 and trained["training"]["steps"] == 12
     assert not store.staging(job.id).parent.exists()
 
     rolled = httpx.post(f"{base}/v1/checkpoints/base/activate", headers=AUTH, timeout=60).json()
