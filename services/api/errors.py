@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from diffusion_core import ConfigError, InputError
 
@@ -107,6 +108,12 @@ def _most_telling(errors: list[dict]) -> dict:
     return telling[0] if telling else first
 
 
+def _methods(request: Request) -> list[str]:
+    """The methods the API answers on this request's path."""
+    asked = ({**request.scope, "method": method} for method in ("DELETE", "GET", "PATCH", "POST", "PUT"))
+    return [s["method"] for s in asked if any(r.matches(s)[0] is Match.FULL for r in request.app.router.routes)]
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> JSONResponse:
@@ -123,8 +130,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            headers["Allow"] = ", ".join(_methods(request))
         body = ApiError(exc.status_code, str(exc.detail)).body()
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)  # 405 keeps its Allow
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RedisError)
     async def _redis(request: Request, exc: RedisError) -> JSONResponse:

@@ -99,12 +99,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 class _Viewer(Mount):
-    """The static viewer answers reads only, so a wrong method on an API path is that route's 405 (with Allow)."""
+    """The static viewer answers reads of its own files only: a wrong method on an API path (GET
+    /generate, PUT /v1/files) is that path's 405, with Allow."""
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
+        if scope["type"] == "http" and (scope["method"] not in ("GET", "HEAD") or _api_path(scope)):
             return Match.NONE, {}
         return super().matches(scope)
+
+
+def _api_path(scope: Scope) -> bool:
+    routes = (r for r in scope["app"].router.routes if not isinstance(r, _Viewer))
+    return any(r.matches(scope)[0] is not Match.NONE for r in routes)
 
 
 async def _reap_forever(redis: Redis) -> None:

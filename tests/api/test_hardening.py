@@ -130,6 +130,11 @@ def test_strict_types_and_method_errors(client):
     assert r.status_code == 422 and r.json()["error"]["param"] == "sample"
     r = client.put("/generate", json={})
     assert r.status_code == 405 and r.headers["allow"] == "POST"
+    r = client.get("/generate")  # a read of an API path is not the viewer's missing file
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["type"] == "invalid_request"
+    r = client.options("/v1/files")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+    assert client.get("/").status_code == 200 and client.get("/no-such-page").status_code == 404
     spec = client.get("/openapi.json").json()["paths"]
     assert {"413", "422", "429", "503"} <= set(spec["/generate"]["post"]["responses"])
     assert "text/event-stream" in spec["/generate_stream"]["post"]["responses"]["200"]["content"]
