@@ -20,6 +20,10 @@ async function loadInfo() {
     const model = info.model;
     $("server").textContent = model ? `${model.id} · ${model.device}` : (info.model_error ? "model failed to load" : "loading model…");
     $("server").className = "pill " + (model ? "ok" : info.model_error ? "bad" : "");
+    const chat = $("mode").querySelector("option[value=chat]");
+    chat.disabled = Boolean(model && !model.chat);
+    chat.title = chat.disabled ? "this model has no chat template" : "";
+    if (chat.disabled && chatMode()) { $("mode").value = "text"; $("mode").dispatchEvent(new Event("change")); }
     const twin = Boolean(info.autoregressive && info.autoregressive.loaded);
     $("compare").disabled = !twin || chatMode();
     $("compare").parentElement.title = twin ? "" : "this server has no autoregressive twin";
@@ -95,7 +99,9 @@ function showDiffusion(frame) {
   if (!frame) return;
   // A run may finish in fewer passes than asked: its end token, or threshold remasking keeping everything.
   const early = frame.done && frame.step < frame.steps;
-  $("counter").textContent = `step ${frame.step} / ${frame.steps}` + (early ? " · done early" : "");
+  const asked = run.lastRequest || {};
+  const unprompted = !asked.inputs && !asked.messages ? " · no prompt: text from nothing" : "";
+  $("counter").textContent = `step ${frame.step} / ${frame.steps}` + (early ? " · done early" : "") + unprompted;
   $("elapsed").textContent = `${(frame.arrived_ms / 1000).toFixed(2)} s`;
   $("passes").textContent = `${frame.step} forward passes`;
   $("progress").style.width = `${frame.done ? 100 : Math.min(100, (100 * frame.step) / frame.steps)}%`;
@@ -144,6 +150,15 @@ function setMode() {
 
 // ---------- errors ----------
 
+// The API names its fields (parameters.steps, max_new_tokens); the form calls them Steps, Length.
+function inFormWords(message, param) {
+  const input = param && $(param.split(".").pop());
+  if (!input || !input.closest("label")) return message;
+  const label = input.closest("label").firstChild.textContent.trim();
+  input.focus();
+  return `${label}: ${message.replaceAll(param, label).replaceAll(input.id, label)}`;
+}
+
 function showError(message, retry) {
   $("error-text").textContent = message;
   $("retry").hidden = !retry;
@@ -186,7 +201,7 @@ function stream(path, body, frames, onFrame, started) {
         resolve(message);
       } else if (message.type === "error") {
         finished = true;
-        reject({ message: message.error.message, retry: false });
+        reject({ message: inFormWords(message.error.message, message.error.param), retry: false });
       }
     };
     socket.onclose = () => {
@@ -464,6 +479,11 @@ async function activate(version) {
 
 $("form").addEventListener("submit", (e) => {
   e.preventDefault();
+  if (chatMode() && !$("prompt").value.trim()) {
+    showError("Write a message first: a chat reply answers one.", false);
+    $("prompt").focus();
+    return;
+  }
   generate(request());
 });
 $("retry").onclick = () => run.lastRequest && generate(run.lastRequest);

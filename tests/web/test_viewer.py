@@ -71,9 +71,28 @@ def test_an_invalid_parameter_shows_the_servers_message(viewer):
     page.fill("#steps", "0")
     page.click("#generate")
     page.wait_for_selector("#error:not([hidden])")
-    assert "parameters.steps" in page.inner_text("#error-text")
+    assert page.inner_text("#error-text").startswith("Steps: "), "the form's name for the field, not the API's"
+    assert "parameters.steps" not in page.inner_text("#error-text")
     assert "greater than or equal to 1" in page.inner_text("#error-text")
     assert page.is_hidden("#retry")
+    assert page.evaluate("document.activeElement.id") == "steps"
+
+
+def test_chat_is_offered_only_for_a_model_with_a_template_and_needs_a_message(viewer):
+    base, page = viewer
+    assert page.is_disabled("#mode option[value=chat]"), "the tiny model has no chat template"
+    generate(page, prompt="")
+    assert "no prompt" in page.inner_text("#counter")
+
+
+def test_an_empty_chat_message_is_not_sent(chat_viewer):
+    _, page = chat_viewer
+    assert not page.is_disabled("#mode option[value=chat]")
+    page.select_option("#mode", "chat")
+    page.fill("#prompt", "  ")
+    page.click("#generate")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "Write a message" in page.inner_text("#error-text") and page.evaluate("run.lastRequest") is None
 
 
 def test_a_lost_connection_says_so_and_retry_works(viewer):

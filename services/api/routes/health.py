@@ -58,6 +58,7 @@ async def info(settings: SettingsDep, registry: RegistryDep, engine: EngineDep) 
             "dtype_reason": entry.dtype.reason,
             "max_positions": entry.positions,
             "checkpoint": registry.serving,
+            "chat": bool(getattr(entry.tokenizer, "chat_template", None)),
         }
     return {
         "model": model,
