@@ -382,7 +382,10 @@ async function submitJob() {
   }
 }
 
+const levelLosses = {}; // the latest loss at each masking level drawn so far, by job
+
 function watchJob(id) {
+  levelLosses[id] = {};
   $("job-events").replaceChildren();
   $("cancel-job").hidden = false;
   $("cancel-job").onclick = () => api(`/v1/fine_tuning/jobs/${id}/cancel`, { method: "POST", headers: headers() }).catch((e) => jobError(e.message));
@@ -404,11 +407,15 @@ function showJob(job, source) {
   const p = job.progress;
   let status = `${job.id}: ${job.status}`;
   if (p) status += ` · step ${p.step} / ${p.total_steps} · loss ${p.loss.toFixed(3)} · eta ${Math.round(p.eta_s)} s`;
+  else if (job.status === "running") status += " · loading the model and the data (the first step follows)";
+  else if (job.status === "queued") status += " · waiting for a worker";
   if (job.fine_tuned_model) status += ` · serving as ${job.fine_tuned_model}`;
   if (job.error) status += ` · ${job.error.message}`;
   $("job-status").textContent = status;
   $("job-progress").style.width = p ? `${(100 * p.step) / p.total_steps}%` : "0";
-  const rows = p ? Object.entries(p.level_losses) : [];
+  // Each progress record averages the levels its window drew; the table keeps every level seen.
+  const seen = (levelLosses[job.id] = Object.assign(levelLosses[job.id] || {}, p ? p.level_losses : {}));
+  const rows = Object.entries(seen).sort(([a], [b]) => Number(a) - Number(b));
   $("levels").querySelector("tbody").replaceChildren(...rows.map(([rate, loss]) => {
     const row = document.createElement("tr");
     row.innerHTML = `<td>${rate}</td><td>${loss.toFixed(3)}</td>`;
@@ -438,7 +445,9 @@ async function loadCheckpoints() {
     body.replaceChildren(...list.data.map((c) => {
       const row = document.createElement("tr");
       row.className = c.version === list.serving ? "current" : "";
-      const loss = c.metrics && c.metrics.held_out_loss ? Object.entries(c.metrics.held_out_loss).map(([r, l]) => `${r}: ${l.toFixed(2)}`).join(", ") : "";
+      const measured = c.metrics && c.metrics.held_out_loss && Object.keys(c.metrics.held_out_loss).length;
+      const loss = measured ? Object.entries(c.metrics.held_out_loss).map(([r, l]) => `${r}: ${l.toFixed(2)}`).join(", ")
+        : c.version === "base" ? "" : "none (too little text to hold any out)";
       const created = c.created_at ? new Date(c.created_at * 1000).toLocaleString() : "";
       for (const value of [c.version, c.model, created, loss]) {
         const cell = document.createElement("td");

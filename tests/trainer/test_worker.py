@@ -76,6 +76,9 @@ def test_fine_tune_end_to_end_with_the_openai_client(stack, tmp_path):
     trained = read_metadata(store.checkpoints_dir / version)  # what the worker trained with: the job's own
     assert trained["diffusion"]["levels"] == [0.3, 0.7] and trained["diffusion"]["prefix_max"] == 5
     assert trained["training"]["learning_rate"] == 3e-4 and trained["training"]["steps"] == 12
+    listed = httpx.get(base + "/v1/checkpoints").json()["data"]
+    held_out = next(c for c in listed if c["version"] == version)["metrics"]["held_out_loss"]
+    assert set(held_out) == {"0.15", "0.50", "0.90"} and all(loss > 0 for loss in held_out.values())
     assert not store.staging(job.id).parent.exists()
 
     rolled = httpx.post(f"{base}/v1/checkpoints/base/activate", headers=AUTH, timeout=60).json()
