@@ -306,7 +306,8 @@ async function download(path, name) {
     const response = await fetch(path, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ frames: run.diffusion, title: "unmask: " + exportTitle() }),
+      body: JSON.stringify({ frames: run.diffusion, title: "unmask: " + exportTitle(),
+        ...(path === "/render/gif" && run.ar.length ? { autoregressive: run.ar } : {}) }),
     });
     if (!response.ok) throw new Error((await response.json()).error.message);
     const url = URL.createObjectURL(await response.blob());

@@ -358,5 +358,12 @@ class RenderRequest(BaseModel):
     model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
     frames: list[FrameMessage] = Field(min_length=1, max_length=MAX_FRAMES)
+    autoregressive: list[FrameMessage] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_FRAMES,
+        description="the twin's frames (/ws/generate_ar) of the same prompt: the GIF shows both side by side on "
+        "one clock; the HTML page ignores them",
+    )
     sample: int = Field(0, ge=0, description="which sample to draw")
     title: str = Field("unmask", max_length=300)

@@ -276,13 +276,16 @@ def _sized(messages: Sequence[Message], width: int) -> int:
             " (the HTML export has no such limit)",
             "frames",
         )
-    height = MARGIN + LINE + 14 + lines * LINE + MARGIN + LINE
-    if len(messages) * width * height > MAX_PIXELS:
-        raise TooLargeError(
-            f"{len(messages)} frames of {width}x{height} pixels exceed the {MAX_PIXELS:,} one animation may have",
-            "frames",
-        )
+    _check_pixels(len(messages), width, lines)
     return lines
+
+
+def _check_pixels(frames: int, width: int, lines: int) -> None:
+    height = MARGIN + LINE + 14 + lines * LINE + MARGIN + LINE
+    if frames * width * height > MAX_PIXELS:
+        raise TooLargeError(
+            f"{frames} frames of {width}x{height} pixels exceed the {MAX_PIXELS:,} one animation may have", "frames"
+        )
 
 
 def _blend(a: tuple[int, int, int], b: tuple[int, int, int], share: float) -> tuple[int, ...]:
@@ -380,17 +383,37 @@ def side_by_side(
     diffusion: Sequence[Message], autoregressive: Sequence[Message], fps: float = 10.0, width: int = 560
 ) -> list[Image.Image]:
     """Diffusion on the left, autoregressive on the right, frame for frame on one wall clock."""
+    return list(side_by_side_drawing(diffusion, autoregressive, fps, width)[1])
+
+
+def side_by_side_drawing(
+    diffusion: Sequence[Message], autoregressive: Sequence[Message], fps: float = 10.0, width: int = 560
+) -> tuple[int, Iterator[Image.Image]]:
+    """`side_by_side` one picture at a time, and how many: the limits are checked now (each side's, and
+    the pixels of every picture at its full width)."""
     pairs = synchronised(diffusion, autoregressive, fps)
-    lines = max(_lines(diffusion, width), _lines(autoregressive, width))
-    images = []
-    for left, right in pairs:
-        a = draw(left, width, lines, "diffusion")
-        b = draw(right, width, lines, "autoregressive", progress=_share(right, autoregressive))
-        both = Image.new("RGB", (a.width + b.width + 2, a.height), COLORS["track"])
-        both.paste(a, (0, 0))
-        both.paste(b, (a.width + 2, 0))
-        images.append(both)
-    return images
+    lines = max(_sized(diffusion, width), _sized(autoregressive, width))
+    _check_pixels(len(pairs), 2 * width + 2, lines)
+    deadline = time.monotonic() + RENDER_TIMEOUT_S
+
+    def each() -> Iterator[Image.Image]:
+        for left, right in pairs:
+            if time.monotonic() > deadline:
+                raise TooLargeError(f"drawing took longer than {RENDER_TIMEOUT_S:.0f} s; send a shorter run")
+            a = draw(left, width, lines, "diffusion")
+            b = draw(right, width, lines, "autoregressive", progress=_share(right, autoregressive))
+            both = Image.new("RGB", (a.width + b.width + 2, a.height), COLORS["track"])
+            both.paste(a, (0, 0))
+            both.paste(b, (a.width + 2, 0))
+            yield _paletted(both)
+
+    return len(pairs), each()
+
+
+def side_by_side_gif(diffusion: Sequence[Message], autoregressive: Sequence[Message], fps: float = 10.0) -> bytes:
+    """Both runs as one animated GIF on a common clock, each picture drawn when the encoder takes it."""
+    count, pictures = side_by_side_drawing(diffusion, autoregressive, fps)
+    return gif_bytes(pictures, count, frame_ms=round(1000 / fps))
 
 
 def _share(msg: Message, run: Sequence[Message]) -> float:

@@ -127,6 +127,13 @@ def test_side_by_side_with_the_autoregressive_twin(viewer):
     assert int(page.inner_text("#ar-passes").split()[0]) == int(page.inner_text("#ar-counter").split()[1])
     assert page.inner_text("#ar-text").startswith("the quick brown")
     assert float(page.inner_text("#elapsed").split()[0]) > 0 and float(page.inner_text("#ar-elapsed").split()[0]) > 0
+    with page.expect_download() as download:
+        page.click("#gif")
+    image = Image.open(download.value.path())
+    assert image.width == 2 * 560 + 2, "the GIF of a side-by-side run has both panes"
+    image.seek(image.n_frames - 1)
+    right = image.convert("RGB").crop((560 + 2, 0, 2 * 560 + 2, image.height))
+    assert right.getcolors(1 << 16) and len(right.getcolors(1 << 16)) > 3, "the twin's pane is drawn, not blank"
 
 
 def test_gif_export_has_one_frame_per_step_and_the_promised_size(viewer):

@@ -32,10 +32,14 @@ def _attachment(name: str) -> dict[str, str]:
 
 @router.post("/gif", response_class=Response, responses={200: {"content": {"image/gif": {}}}})
 async def render_gif(body: RenderRequest) -> Response:
-    """An animated GIF: one frame per message, the last one held."""
+    """An animated GIF: one frame per message, the last one held; with the twin's frames, both side by side."""
     frames = _frames(body)
+    twin = [f.model_dump() for f in body.autoregressive] if body.autoregressive else None
     try:  # off the event loop; the size is checked before drawing and the drawing has a deadline
-        data = await asyncio.to_thread(animation.gif, frames)
+        if twin is None:
+            data = await asyncio.to_thread(animation.gif, frames)
+        else:
+            data = await asyncio.to_thread(animation.side_by_side_gif, frames, twin)
     except TooLargeError as exc:
         raise ApiError(413, str(exc), exc.param) from None
     finally:  # the API keeps freed memory for the engine's reuse; a drawing's peak is not worth keeping
