@@ -230,12 +230,13 @@ def test_a_forward_pass_that_raises_fails_its_requests_once_and_the_engine_goes_
     entry = load_entry(str(tiny_checkpoint), "cpu", "tiny", "v1", "float32")
     config = GenerationConfig(max_new_tokens=8, steps=4, block_length=0, seed=0, forbid_eos=True, cache="none")
     engine = Engine(Metrics(), max_active=4, max_queue=4)
-    broken = {"on": True}
+    broken = {"on": True, "tries": 0}
     encoder = split_head(entry.model)[0]  # what a full pass runs before the head
     real = encoder.forward
 
     def forward(*args, **kwargs):
         if broken["on"]:
+            broken["tries"] += 1
             raise RuntimeError("device lost")
         return real(*args, **kwargs)
 
@@ -254,6 +255,7 @@ def test_a_forward_pass_that_raises_fails_its_requests_once_and_the_engine_goes_
                     await asyncio.wait_for(ticket.final(), 30)
                 errors.append(str(caught.value))
             passes = engine.stats.forward_passes
+            await asyncio.sleep(0.3)  # time enough for an engine that kept the batch to try it again
             broken["on"] = False
             later = engine.submit(create_denoiser(entry.model, entry.tokenizer, "the", config), entry, stream=False)
             result = await asyncio.wait_for(later.final(), 30)
@@ -263,5 +265,6 @@ def test_a_forward_pass_that_raises_fails_its_requests_once_and_the_engine_goes_
             engine.stop()
 
     errors, passes = asyncio.run(go())
-    assert errors == ["device lost", "device lost"] and passes == 0, "one failed pass, not retried"
+    assert errors == ["device lost", "device lost"] and passes == 0
+    assert broken["tries"] == 1, "the failed batch was dropped, not tried again"
     assert not engine.active
