@@ -14,7 +14,7 @@ from transformers import (
     RobertaForMaskedLM,
 )
 
-from diffusion_core import GenerationConfig, TokenizerError, checkpoint, create_denoiser, generate
+from diffusion_core import GenerationConfig, TokenizerError, checkpoint, create_denoiser, generate, run
 from diffusion_core.model import SpecialTokens, masked_logits, split_head
 from diffusion_core.training import TrainConfig, train
 
@@ -59,10 +59,18 @@ def test_the_head_runs_on_the_masked_positions_only_and_agrees_with_the_full_mod
 def test_each_family_generates_and_fills_blanks_in_place(family, tokenizer):
     config = GenerationConfig(max_new_tokens=8, steps=4, block_length=4, seed=0, forbid_eos=True, cache="dual")
     state = create_denoiser(family, tokenizer, "the quick", config)
-    out = generate(family, tokenizer, "the quick", config)
-    assert out.nfe == 4 and len(out.texts[0]) > 0 and state.masked.sum() == 8
-    filled = generate(family, tokenizer, "the <mask> brown <mask> jumps", GenerationConfig(max_new_tokens=0, steps=2))
-    assert filled.texts[0].startswith("the") and filled.texts[0].endswith(" jumps") and "<mask>" not in filled.texts[0]
+    assert state.masked.sum() == 8
+    list(run(family, state))
+    written = state.result().written[0]
+    special = set(tokenizer.all_special_ids)
+    assert state.result().nfe == 4 and len(written) == 8 and not special & set(written), "8 real tokens in 4 passes"
+    infill = GenerationConfig(max_new_tokens=0, steps=2)
+    blanks = create_denoiser(family, tokenizer, "the <mask> brown <mask> jumps", infill)
+    before = blanks.tokens[0].clone()
+    list(run(family, blanks))
+    after, holes = blanks.tokens[0], before == tokenizer.mask_token_id
+    assert int(holes.sum()) == 2 and torch.equal(after[~holes], before[~holes]), "the text around the blanks stays"
+    assert not special & set(after[holes].tolist()), "each blank holds a real token"
 
 
 def test_each_family_fine_tunes_from_a_checkpoint(family, tokenizer, corpus_file, tmp_path):
@@ -73,6 +81,8 @@ def test_each_family_fine_tunes_from_a_checkpoint(family, tokenizer, corpus_file
     )  # fmt: skip
     tuned, _ = checkpoint.load(train(config, show_progress=False), torch.device("cpu"))
     assert type(tuned) is type(family)
+    moved = [name for name, p in tuned.named_parameters() if not torch.equal(p, family.get_parameter(name))]
+    assert len(moved) > len(list(tuned.parameters())) // 2, "three optimizer steps changed the weights"
     assert checkpoint.read_metadata(tmp_path / "tuned")["training"]["steps"] == 3
     assert generate(tuned, tokenizer, "the", GenerationConfig(max_new_tokens=4, steps=2, seed=0)).nfe >= 1
 

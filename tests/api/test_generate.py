@@ -169,6 +169,14 @@ def test_completions_with_a_suffix_fill_the_gap_between_prompt_and_suffix(client
     choice = r.json()["choices"][0]
     assert choice["text"] and "lazy dog" not in choice["text"] and "quick" not in choice["text"]
     assert r.json()["usage"]["completion_tokens"] == 3
+    supplied = client.app.state.registry.current.tokenizer("the quick over the lazy dog.", add_special_tokens=False)
+    assert r.json()["usage"]["prompt_tokens"] == len(supplied["input_ids"]), "prompt and suffix, blanks not counted"
+    greedy = client.post("/v1/completions", json={**body, "temperature": 0}).json()["choices"][0]["text"]
+    blanks = "the quick<mask><mask><mask> over the lazy dog."
+    same = {"inputs": blanks, "parameters": {"max_new_tokens": 0, "steps": 3, "sampling": "greedy"}}
+    filled = client.post("/generate", json=same).json()["generated_text"]
+    gap = filled.removeprefix("the quick").removesuffix("over the lazy dog.").strip()
+    assert gap == greedy, "the blanks sit between the prompt and the suffix"
     too_long = client.post("/v1/completions", json={**body, "max_tokens": 10**6})
     assert too_long.status_code == 422 and too_long.json()["error"]["param"] == "max_tokens"
 
