@@ -185,6 +185,15 @@ def test_the_autoregressive_stream_shares_the_engines_capacity(server, tiny_twin
         with connect(_ws(base).replace("/ws/generate", "/ws/generate_ar")) as twin:
             twin.send(json.dumps({"inputs": "the", "parameters": {"max_new_tokens": 4}}))
             assert json.loads(twin.recv(timeout=30))["type"] == "frame", "once the place is free, it runs"
+            while json.loads(twin.recv(timeout=30))["type"] == "frame":
+                pass
+        deadline = time.monotonic() + 10
+        while app.state.engine.load and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert app.state.engine.load == 0, "a finished twin run gives its place back"
+        with connect(_ws(base)) as after:
+            after.send(json.dumps({"inputs": "the", "parameters": {"max_new_tokens": 4, "steps": 2}}))
+            assert json.loads(after.recv(timeout=30))["type"] == "frame"
 
 
 def test_an_sse_client_that_disconnects_mid_stream_frees_its_slot(server):
