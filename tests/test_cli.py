@@ -4,7 +4,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from diffusion_core import GenerationConfig, checkpoint, generate
 from diffusion_core.cli import main
 
 
@@ -27,13 +29,17 @@ def test_generate_prints_the_continuation(capsys, tiny_checkpoint):
         4,
         "--seed",
         1,
+        "--dtype",
+        "float32",
         "--json",
     )
     result = json.loads(out)
     assert code == 0 and result["seed"] == 1 and result["nfe"] <= 4 and len(result["texts"]) == 1
-    assert result["texts"][0].strip(), "the continuation (the prompt is not repeated) is printed"
+    model, tokenizer = checkpoint.load(tiny_checkpoint, torch.device("cpu"))
+    expected = generate(model, tokenizer, "the quick", GenerationConfig(max_new_tokens=8, steps=4, seed=1)).texts[0]
+    assert result["texts"][0] == expected != "", "the continuation, as the library writes it (not the prompt)"
     code, plain, _ = _run(capsys, "generate", "the quick", "--model", tiny_checkpoint, "--max-new-tokens", 8,
-                          "--steps", 4, "--seed", 1)  # fmt: skip
+                          "--steps", 4, "--seed", 1, "--dtype", "float32")  # fmt: skip
     assert code == 0 and plain == result["texts"][0] + "\n", "without --json it prints the same text alone"
 
 
