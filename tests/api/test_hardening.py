@@ -142,7 +142,12 @@ def test_strict_types_and_method_errors(client):
 
 
 def test_metrics_show_the_memory_in_use(client):
-    assert "process_resident_memory_bytes" in client.get("/metrics").text
+    """The resident memory /metrics reports is this process's, as the kernel counts it."""
+    lines = [line for line in client.get("/metrics").text.splitlines() if line.startswith("process_resident_memory")]
+    reported = float(lines[0].split()[-1])
+    status = open("/proc/self/status").read().splitlines()
+    actual = int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) * 1024
+    assert 0.8 * actual < reported < 1.25 * actual, (reported, actual)
 
 
 def test_the_placeholder_key_and_short_keys_are_refused_in_one_line(tmp_path):
