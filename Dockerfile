@@ -10,13 +10,14 @@ WORKDIR /app
 
 RUN pip install --index-url "$TORCH_INDEX" "torch==$TORCH_VERSION"
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY shared ./shared
 COPY services ./services
 COPY web ./web
 COPY models ./models
-# Editable, so the bundled starter model and the viewer are found where they were copied.
-RUN pip install -e .
+# Editable, so the bundled starter model and the viewer are found where they were copied; every
+# dependency at the version the tests ran with (constraints.txt: python -m services.stack.pins).
+RUN pip install -c constraints.txt -e .
 
 # Named volumes start from these folders, so they belong to the unprivileged user too.
 RUN useradd --create-home --uid 1000 unmask && mkdir -p /state/checkpoints /state/files && chown -R unmask /state

@@ -33,6 +33,13 @@ def worker_name() -> str:
     return f"unmask-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+def registered(settings: WorkerSettings) -> list[str]:
+    """This host's workers that Redis knows of (a dead one drops out when its registration expires)."""
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+    prefix = f"unmask-{socket.gethostname()}-"
+    return [w.name for w in Worker.all(connection=redis, serializer=jobs.SERIALIZER) if w.name.startswith(prefix)]
+
+
 def run(settings: WorkerSettings, burst: bool = False) -> None:
     """Work the fine-tune queue until SIGINT/SIGTERM (or until empty, with burst)."""
     redis = Redis.from_url(settings.redis_url)

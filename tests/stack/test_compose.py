@@ -16,15 +16,22 @@ def load(name: str) -> dict:
 
 
 def test_services_start_in_order_and_report_health():
+    from diffusion_core.cli import build_parser
+
     compose = load("docker-compose.yml")
     services = compose["services"]
     assert set(services) == {"redis", "api", "trainer"}
-    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    redis = services["redis"]
+    password = "${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}"
+    assert redis["command"][-2:] == ["--requirepass", password] and redis["environment"]["REDISCLI_AUTH"] == password
+    assert redis["healthcheck"]["test"] == ["CMD-SHELL", "redis-cli ping | grep -q PONG"]
     for name in ("api", "trainer"):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
-        assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert services[name]["environment"]["REDIS_URL"] == f"redis://:{password}@redis:6379/0"
     health = services["api"]["healthcheck"]
     assert "/ready" in " ".join(health["test"]) and health["start_period"]
+    check = services["trainer"]["healthcheck"]["test"]
+    assert check[0] == "CMD" and build_parser().parse_args(check[2:]).check, "the trainer's own health check"
 
 
 def test_checkpoints_are_shared_read_write_for_the_trainer_and_read_only_for_the_api():
@@ -60,6 +67,20 @@ def test_every_variable_compose_reads_is_in_the_env_example():
     used = set(re.findall(r"\$\{([A-Z_]+)", (ROOT / "docker-compose.yml").read_text()))
     example = {line.split("=")[0] for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line}
     assert used <= example, used - example
+
+
+def test_the_image_installs_pinned_versions_of_every_dependency():
+    """A rebuilt image gets the versions the tests ran with, not whatever the index serves that day."""
+    import tomllib
+
+    from services.stack.pins import SKIP, _name
+
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line)
+    wanted = {_name(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    assert wanted - set(pins) == {n for n in wanted if SKIP.match(n)} == {"torch"}, wanted - set(pins)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install -c constraints.txt -e ." in dockerfile and "constraints.txt" in dockerfile.split("COPY")[1]
+    assert '"torch==$TORCH_VERSION"' in dockerfile
 
 
 def test_docker_compose_config_accepts_the_file(tmp_path):

@@ -193,3 +193,31 @@ def test_a_worker_restarted_in_its_container_registers_beside_its_stale_record(r
     finally:
         for w in (killed, restarted):
             w.register_death()
+
+
+def test_the_health_check_says_whether_this_hosts_worker_is_registered(redis_url, monkeypatch, capsys):
+    """`unmask worker --check` is the compose trainer's health check: 0 while a worker of this host is
+    registered (its registration lapses when it dies), 1 without one, and a clear error without Redis."""
+    from redis import Redis
+    from rq import Queue, Worker
+
+    from diffusion_core import jobs
+    from diffusion_core.cli import main
+    from services.trainer import worker as trainer
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    assert main(["worker", "--check"]) == 1 and "no worker" in capsys.readouterr().out
+    redis = Redis.from_url(redis_url)
+    queue = Queue(jobs.QUEUE, connection=redis, serializer=jobs.SERIALIZER)
+    elsewhere = Worker([queue], connection=redis, name="unmask-otherhost-7-abc123", serializer=jobs.SERIALIZER)
+    here = Worker([queue], connection=redis, name=trainer.worker_name(), serializer=jobs.SERIALIZER)
+    elsewhere.register_birth()
+    assert main(["worker", "--check"]) == 1, "another host's worker is not this container's"
+    here.register_birth()
+    try:
+        assert main(["worker", "--check"]) == 0 and here.name in capsys.readouterr().out
+    finally:
+        for w in (elsewhere, here):
+            w.register_death()
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    assert main(["worker", "--check"]) != 0 and "cannot reach Redis" in capsys.readouterr().err
