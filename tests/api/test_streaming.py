@@ -142,7 +142,14 @@ def test_slow_reader_gets_coalesced_frames_but_always_the_last(tiny_model, token
         for frame in run(tiny_model, state):
             ticket.deliver(frame)
         await asyncio.sleep(0.05)
-        steps = [f.step async for f in ticket.frames()]
+
+        async def read() -> list[int]:
+            return [f.step async for f in ticket.frames()]
+
+        try:  # a stream whose last frame was dropped would never end
+            steps = await asyncio.wait_for(read(), 10)
+        except TimeoutError:
+            raise AssertionError("the stream never ended: its last frame was dropped") from None
         return steps, ticket.dropped, int(metrics.frames_dropped._value.get())
 
     steps, dropped, counted = asyncio.run(scenario())
