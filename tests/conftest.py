@@ -21,6 +21,7 @@ from diffusion_core.store import Store
 from diffusion_core.tokenizer import train_bpe
 from services.api.config import Settings
 from services.api.main import create_app
+from services.api.protocol import with_head_deadline
 from tests.processes import Processes, leftovers, wait_http
 
 # Tests compare texts exactly, and bfloat16's roundings depend on the CPU's instructions: every model a test
@@ -119,7 +120,9 @@ def client(make_client) -> Iterator[TestClient]:
 def live_server(settings: Settings) -> Iterator[tuple[str, object]]:
     """A real uvicorn on a free loopback port, in a thread; yields (base URL, app)."""
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio"))
+    http = with_head_deadline(settings.header_timeout_s)  # as `unmask serve` runs it
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", http=http, ws="websockets-sansio")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -29,6 +29,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from .config import Settings
     from .main import create_app
+    from .protocol import with_head_deadline
 
     flags = ("host", "port", "model", "dtype")
     overrides = {name: value for name in flags if (value := getattr(args, name)) is not None}
@@ -42,5 +43,6 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.access").addFilter(_QuietProbes())
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, ws="websockets-sansio", log_level="info")
+    http = with_head_deadline(settings.header_timeout_s)
+    uvicorn.run(app, host=settings.host, port=settings.port, http=http, ws="websockets-sansio", log_level="info")
     return 0

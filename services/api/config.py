@@ -42,6 +42,9 @@ class Settings(ServiceSettings):
     ws_request_timeout_s: float = Field(
         10.0, gt=0, description="a generation socket that sends no request by then is closed"
     )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a connection whose request line and headers are not all in by then is closed"
+    )
     batching: bool = Field(True, description="share forward passes between requests (off: one request at a time)")
     autocast: bool = Field(False, description="bf16 autocast for forward passes")
     ar_model: str | None = Field(

@@ -259,3 +259,28 @@ def test_a_refused_body_closes_the_connection_and_logs_nothing(server):
         for name in ("uvicorn", "asyncio"):
             logging.getLogger(name).removeHandler(handler)
     assert [r.getMessage() for r in records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_client_that_never_finishes_its_headers_is_hung_up_on(server):
+    """Slow-loris: connections that trickle a request head hold no socket past UNMASK_HEADER_TIMEOUT_S;
+    a whole request, and the next one on the same connection, are not affected."""
+    import socket
+
+    with server(header_timeout_s=1.0) as (base, _):
+        port = int(base.rsplit(":", 1)[1])
+        slow = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
+        for sock in slow:
+            sock.sendall(b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as kept:
+            for _ in range(2):  # keep-alive: a second request on the connection gets its own deadline
+                kept.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                answer = b""
+                while b'"ok"' not in answer:
+                    answer += kept.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 200")
+                time.sleep(0.6)
+        started = time.monotonic()
+        for sock in slow:
+            assert sock.recv(65536) == b"", "closed, with no answer"
+            sock.close()
+        assert time.monotonic() - started < 3

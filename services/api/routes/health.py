@@ -45,6 +45,7 @@ async def info(settings: SettingsDep, registry: RegistryDep, engine: EngineDep) 
             "job_timeout_s",
             "max_job_devices",
             "ws_request_timeout_s",
+            "header_timeout_s",
         }
     )
     model = None
