@@ -99,6 +99,51 @@ def test_with_one_pass_per_block_and_a_refresh_each_block_the_text_is_unchanged(
 
 
 @pytest.mark.parametrize("mode", ["prefix", "dual"])
+def test_rows_that_write_their_end_token_read_the_cache_as_full_passes_would(tiny_model, tokenizer, mode):
+    """With end tokens allowed some rows end early: past its end a row is padding that nothing attends
+    to, in cached passes as in full ones (every pass a refresh, so the texts must agree exactly)."""
+    import copy
+
+    ending = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        ending.lm_head.bias[tokenizer.eos_token_id] += 4.0  # end tokens likely, not certain
+    base = GenerationConfig(max_new_tokens=24, steps=3, block_length=8, num_samples=6, seed=4, cache="none")
+    plain = generate(ending, tokenizer, "the quick brown", base)
+    cached = generate(
+        ending, tokenizer, "the quick brown", GenerationConfig(**{**vars(base), "cache": mode}), keep_frames=True
+    )
+    assert 0 < plain.finish_reasons.count("eos") < 6, plain.finish_reasons
+    assert cached.texts == plain.texts and cached.finish_reasons == plain.finish_reasons
+    last = cached.frames[-1]
+    for row, reason in enumerate(cached.finish_reasons):
+        ends = ((last.tokens[row] == tokenizer.eos_token_id) & last.live[row] & ~last.fixed[row]).nonzero()
+        if reason == "eos":
+            assert not last.live[row, int(ends[0]) + 1 :].any(), "nothing past a row's end token is part of it"
+
+
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
+def test_when_the_window_slides_the_cache_starts_afresh(tiny_model, tokenizer, mode):
+    """Past the model's positions each block sees a window that starts later: cached keys and values
+    belong to other columns then, so the block's first pass recomputes everything, whatever `refresh`."""
+    positions = tiny_model.config.max_position_embeddings - 2
+    config = GenerationConfig(max_new_tokens=positions + 48, steps=(positions + 48) // 4, block_length=16, seed=1,
+                              forbid_eos=True, cache=mode, cache_refresh=100)  # fmt: skip
+    state = create_denoiser(tiny_model, tokenizer, "the quick brown", config)
+    firsts = []
+    with inference(state.device):
+        while not state.finished:
+            step = state.request()
+            block = state.plan.blocks[state.now.block]
+            if step.cache is not None and step.cache.store:
+                firsts.append((block.start > 1, step.cache.full))
+            state.advance(step, forward(tiny_model, step))
+    slid = [full for moved, full in firsts if moved]
+    assert len(slid) >= 2 and all(slid), firsts
+    if mode == "prefix":  # (a canvas past the positions has no future masks: the dual cache has no suffix to keep)
+        assert not all(full for moved, full in firsts if not moved), "before it slides, the prefix is reused"
+
+
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
 @pytest.mark.parametrize("refresh", [1, 2, 100])
 def test_cached_generation_fills_every_slot_in_the_planned_passes(tiny_model, tokenizer, mode, refresh):
     config = GenerationConfig(
