@@ -96,6 +96,9 @@ def test_a_tampered_checkpoint_is_refused_and_the_old_model_serves_on(setup, oth
     )
     refused = client.post(f"/v1/checkpoints/{version}/activate", headers=AUTH)
     assert refused.status_code == 409 and "model.safetensors" in refused.json()["error"]["message"]
+    fixed = publish(store, other_checkpoint, "ft:tiny:fixed:1")
+    wait_for(lambda: client.get("/info").json()["model"]["checkpoint"] == fixed)
+    assert client.get("/info").json()["reload_error"] is None, "a version served since clears the refusal"
 
 
 def test_a_checkpoint_whose_manifest_was_rewritten_after_publish_is_refused(setup, other_checkpoint):
