@@ -99,6 +99,9 @@ def test_a_tampered_checkpoint_is_refused_and_the_old_model_serves_on(setup, oth
     fixed = publish(store, other_checkpoint, "ft:tiny:fixed:1")
     wait_for(lambda: client.get("/info").json()["model"]["checkpoint"] == fixed)
     assert client.get("/info").json()["reload_error"] is None, "a version served since clears the refusal"
+    shutil.copy(other_checkpoint / "model.safetensors", final / "model.safetensors")  # repaired by hand
+    assert client.post(f"/v1/checkpoints/{version}/activate", headers=AUTH).status_code == 200
+    wait_for(lambda: client.get("/info").json()["model"]["checkpoint"] == version, timeout=20)  # tried again
 
 
 def test_a_checkpoint_whose_manifest_was_rewritten_after_publish_is_refused(setup, other_checkpoint):
