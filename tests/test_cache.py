@@ -9,7 +9,7 @@ import torch
 from transformers import DistilBertConfig, DistilBertForMaskedLM
 
 from diffusion_core import ConfigError, GenerationConfig, checkpoint, create_denoiser, generate
-from diffusion_core.cache import KV, cached_logits, layers_of
+from diffusion_core.cache import KV, BlockCache, CacheMode, cached_logits, layers_of
 from diffusion_core.denoise import StepOutputs, forward, inference
 from diffusion_core.model import masked_logits
 from diffusion_core.starter import STARTER_DIFFUSION
@@ -165,6 +165,25 @@ def test_cached_generation_fills_every_slot_in_the_planned_passes(tiny_model, to
     result = state.result()
     assert result.nfe == 16 and not state.masked.any()
     assert all(n == 32 for n in result.generated_tokens)
+
+
+@pytest.mark.parametrize("mode", [CacheMode.PREFIX, CacheMode.DUAL])
+def test_a_later_pass_reads_cached_columns_masked_as_the_window_is_now(mode):
+    """A row that ended since the block's first pass is padding past its end: the cached keys and values
+    of those columns are masked by the window's attention now, before and after the block."""
+    cache = BlockCache(mode, refresh=100)
+    first = cache.plan(True, True, start=4, end=8, width=12)
+    assert first is not None and first.full
+    computed = KV((torch.randn(2, 1, 12 - first.lo, 2),), (torch.randn(2, 1, 12 - first.lo, 2),))
+    cache.keep(first, computed)
+    later = cache.plan(False, True, start=4, end=8, width=12)
+    attention = torch.ones(2, 12, dtype=torch.long)
+    attention[1, 2:4] = 0  # row 1: padding before the block (a joined batch)
+    attention[1, 10:] = 0  # and past its end token, after the block
+    past, mask = cache.past(later, attention)
+    read = [*range(0, 4), *(range(8, 12) if mode is CacheMode.DUAL else [])]
+    assert past is not None and past.length == len(read)
+    assert torch.equal(mask, attention[:, read].bool()), "the mask of the columns read, as the window is now"
 
 
 def test_a_model_of_another_layout_runs_full_passes_with_one_notice(tokenizer, caplog, monkeypatch):
