@@ -221,3 +221,25 @@ def test_the_health_check_says_whether_this_hosts_worker_is_registered(redis_url
             w.register_death()
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     assert main(["worker", "--check"]) != 0 and "cannot reach Redis" in capsys.readouterr().err
+
+
+def test_a_job_that_fails_on_a_hyperparameter_names_it_as_the_request_does(redis_url, tmp_path):
+    """The core names its own field (max_length); the job's error names the request's
+    (hyperparameters.max_length), with the error code of a bad hyperparameter."""
+    from redis import Redis
+
+    from diffusion_core import jobs
+    from diffusion_core.errors import ConfigError, InputError
+    from services.trainer.jobs import Watch, _fail
+
+    redis = Redis.from_url(redis_url)
+    for exc, param, code in (
+        (ConfigError("max_length 512 exceeds the model's 64 positions", "max_length"), "hyperparameters.max_length",
+         "invalid_hyperparameters"),
+        (InputError("no text in the training file", "training_file"), "training_file", "invalid_training_data"),
+    ):  # fmt: skip
+        job_id = jobs.new_id()
+        jobs.create(redis, {"id": job_id, "status": "running", "created_at": int(time.time())})
+        _fail(redis, job_id, exc, Watch(redis, job_id, 30), tmp_path / job_id / "staging")
+        error = jobs.get(redis, job_id)["error"]
+        assert jobs.get(redis, job_id)["status"] == "failed" and (error["param"], error["code"]) == (param, code)
