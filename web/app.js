@@ -396,12 +396,25 @@ function watchJob(id) {
     const item = document.createElement("li");
     item.textContent = event.message;
     $("job-events").prepend(item);
+    if (event.data && event.data.level_losses) showLevels(id, event.data.level_losses); // every record, none skipped
   });
   source.addEventListener("job", (e) => showJob(JSON.parse(e.data), source));
   source.addEventListener("error", (e) => {
     if (e.data) jobError(JSON.parse(e.data).error.message);
     source.close();
   });
+}
+
+// Each progress record averages the levels its window drew; the table keeps the latest loss at every
+// level seen so far, in order of the masking rate.
+function showLevels(id, losses) {
+  const seen = (levelLosses[id] = Object.assign(levelLosses[id] || {}, losses));
+  const rows = Object.entries(seen).sort(([a], [b]) => Number(a) - Number(b));
+  $("levels").querySelector("tbody").replaceChildren(...rows.map(([rate, loss]) => {
+    const row = document.createElement("tr");
+    row.innerHTML = `<td>${rate}</td><td>${loss.toFixed(3)}</td>`;
+    return row;
+  }));
 }
 
 function showJob(job, source) {
@@ -414,14 +427,7 @@ function showJob(job, source) {
   if (job.error) status += ` · ${job.error.message}`;
   $("job-status").textContent = status;
   $("job-progress").style.width = p ? `${(100 * p.step) / p.total_steps}%` : "0";
-  // Each progress record averages the levels its window drew; the table keeps every level seen.
-  const seen = (levelLosses[job.id] = Object.assign(levelLosses[job.id] || {}, p ? p.level_losses : {}));
-  const rows = Object.entries(seen).sort(([a], [b]) => Number(a) - Number(b));
-  $("levels").querySelector("tbody").replaceChildren(...rows.map(([rate, loss]) => {
-    const row = document.createElement("tr");
-    row.innerHTML = `<td>${rate}</td><td>${loss.toFixed(3)}</td>`;
-    return row;
-  }));
+  showLevels(job.id, p ? p.level_losses : {});
   if (["succeeded", "failed", "cancelled"].includes(job.status)) {
     source.close();
     $("cancel-job").hidden = true;
