@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from PIL import Image
 
 from diffusion_core import animation
@@ -67,3 +68,12 @@ def test_synchronised_shows_each_sides_latest_frame_at_every_tick():
     pairs = animation.synchronised(fast, slow, fps=10)
     assert len(pairs) == 4  # ticks at 0, 100, 200, 300 ms
     assert [(a["step"], b["step"]) for a, b in pairs] == [(0, 0), (2, 0), (2, 1), (2, 2)]
+
+
+def test_drawing_stops_at_its_deadline_with_a_clear_error():
+    from diffusion_core.errors import TooLargeError
+
+    frames = [_msg(step, 10.0 * step) for step in range(3)]
+    assert len(animation.stills(frames, timeout_s=60)) == 3
+    with pytest.raises(TooLargeError, match="drawing took longer than 0 s; send fewer frames"):
+        animation.stills(frames, timeout_s=1e-9)

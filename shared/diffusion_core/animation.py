@@ -11,7 +11,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from html import escape
@@ -249,15 +249,21 @@ def drawing(
 ) -> Iterator[Image.Image]:
     """`stills` one at a time: the limits are checked now, each frame is drawn when it is asked for."""
     lines = _sized(messages, width)
-    deadline = time.monotonic() + (timeout_s or RENDER_TIMEOUT_S)
+    return _in_time(lambda m: draw(m, width, lines, label), messages, timeout_s or RENDER_TIMEOUT_S, "fewer frames")
+
+
+def _in_time(
+    picture: Callable[[Any], Image.Image], items: Sequence[Any], timeout_s: float, advice: str
+) -> Iterator[Image.Image]:
+    """picture(item) for each item, paletted, drawn as asked for; TooLargeError once `timeout_s` (counted
+    from now) has passed."""
+    deadline = time.monotonic() + timeout_s
 
     def each() -> Iterator[Image.Image]:
-        for m in messages:
+        for item in items:
             if time.monotonic() > deadline:
-                raise TooLargeError(
-                    f"drawing took longer than {timeout_s or RENDER_TIMEOUT_S:.0f} s; send fewer frames"
-                )
-            yield _paletted(draw(m, width, lines, label))
+                raise TooLargeError(f"drawing took longer than {timeout_s:.0f} s; send {advice}")
+            yield _paletted(picture(item))
 
     return each()
 
@@ -394,20 +400,17 @@ def side_by_side_drawing(
     pairs = synchronised(diffusion, autoregressive, fps)
     lines = max(_sized(diffusion, width), _sized(autoregressive, width))
     _check_pixels(len(pairs), 2 * width + 2, lines)
-    deadline = time.monotonic() + RENDER_TIMEOUT_S
 
-    def each() -> Iterator[Image.Image]:
-        for left, right in pairs:
-            if time.monotonic() > deadline:
-                raise TooLargeError(f"drawing took longer than {RENDER_TIMEOUT_S:.0f} s; send a shorter run")
-            a = draw(left, width, lines, "diffusion")
-            b = draw(right, width, lines, "autoregressive", progress=_share(right, autoregressive))
-            both = Image.new("RGB", (a.width + b.width + 2, a.height), COLORS["track"])
-            both.paste(a, (0, 0))
-            both.paste(b, (a.width + 2, 0))
-            yield _paletted(both)
+    def both(pair: tuple[Message, Message]) -> Image.Image:
+        left, right = pair
+        a = draw(left, width, lines, "diffusion")
+        b = draw(right, width, lines, "autoregressive", progress=_share(right, autoregressive))
+        picture = Image.new("RGB", (a.width + b.width + 2, a.height), COLORS["track"])
+        picture.paste(a, (0, 0))
+        picture.paste(b, (a.width + 2, 0))
+        return picture
 
-    return len(pairs), each()
+    return len(pairs), _in_time(both, pairs, RENDER_TIMEOUT_S, "a shorter run")
 
 
 def side_by_side_gif(diffusion: Sequence[Message], autoregressive: Sequence[Message], fps: float = 10.0) -> bytes:
