@@ -7,28 +7,32 @@ environment runs (tested), torch aside (the Dockerfile pins it with its own whee
 import re
 from importlib.metadata import PackageNotFoundError, distribution
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 SKIP = re.compile(r"^(torch|triton|nvidia-.*)$")  # the Dockerfile's TORCH_VERSION and its wheel index decide these
 
 
-def _name(requirement: str) -> str:
-    return re.split(r"[ ;<>=!~\[(]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+def _needed(requirements: list[str] | None) -> list[str]:
+    """The names of the requirements that apply here, extras left out."""
+    wanted = [Requirement(r) for r in requirements or []]
+    return [canonicalize_name(r.name) for r in wanted if r.marker is None or r.marker.evaluate({"extra": ""})]
 
 
 def closure(root: str = "unmask") -> dict[str, str]:
     """name -> version of every distribution the root's runtime requirements pull in (extras left out)."""
     seen: dict[str, str] = {}
-    todo = [r for r in distribution(root).requires or [] if "extra ==" not in r]
+    todo = _needed(distribution(root).requires)
     while todo:
-        requirement = todo.pop()
-        name = _name(requirement)
+        name = todo.pop()
         if name in seen or SKIP.match(name):
             continue
         try:
             dist = distribution(name)
-        except PackageNotFoundError:  # a marker for another platform
+        except PackageNotFoundError:
             continue
         seen[name] = dist.version
-        todo += [r for r in dist.requires or [] if "extra ==" not in r]
+        todo += _needed(dist.requires)
     return dict(sorted(seen.items()))
 
 

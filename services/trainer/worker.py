@@ -30,14 +30,18 @@ def worker_name() -> str:
     """Host, pid and a random part: in a container the pid is always 1 and the host name survives a
     restart, so host and pid alone would collide with the previous run's registration (RQ refuses a
     second live worker of one name until the first one's key expires, minutes later)."""
-    return f"unmask-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    return f"{_this_host()}{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _this_host() -> str:
+    """The start of the names of this host's workers."""
+    return f"unmask-{socket.gethostname()}-"
 
 
 def registered(settings: WorkerSettings) -> list[str]:
     """This host's workers that Redis knows of (a dead one drops out when its registration expires)."""
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
-    prefix = f"unmask-{socket.gethostname()}-"
-    return [w.name for w in Worker.all(connection=redis, serializer=jobs.SERIALIZER) if w.name.startswith(prefix)]
+    return [w.name for w in Worker.all(connection=redis, serializer=jobs.SERIALIZER) if w.name.startswith(_this_host())]
 
 
 def run(settings: WorkerSettings, burst: bool = False) -> None:

@@ -73,10 +73,10 @@ def test_the_image_installs_pinned_versions_of_every_dependency():
     """A rebuilt image gets the versions the tests ran with, not whatever the index serves that day."""
     import tomllib
 
-    from services.stack.pins import SKIP, _name
+    from services.stack.pins import SKIP, _needed
 
     pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line)
-    wanted = {_name(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    wanted = set(_needed(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]))
     assert wanted - set(pins) == {n for n in wanted if SKIP.match(n)} == {"torch"}, wanted - set(pins)
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "pip install -c constraints.txt -e ." in dockerfile and "constraints.txt" in dockerfile.split("COPY")[1]
