@@ -12,7 +12,7 @@ $(BIN)/python:
 # torch is pinned first so the resolver keeps the CPU build instead of pulling a CUDA one.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,eval]"
 	touch $(STAMP)
 
 install: $(STAMP)

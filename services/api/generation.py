@@ -16,6 +16,7 @@ from diffusion_core import (
     create_denoiser,
     decode,
 )
+from diffusion_core.tokenizer import chat_text
 
 from .config import Settings
 from .engine import Engine, Overloaded, Ticket
@@ -47,14 +48,9 @@ async def resolve(registry: ModelRegistry, name: str | None, param: str = "model
 
 def chat_prompt(entry: ModelEntry, messages: list[ChatMessage]) -> str:
     """The model's chat template over the messages, with the generation prompt; 400 without a template."""
-    tokenizer = entry.tokenizer
-    if not getattr(tokenizer, "chat_template", None):
+    if not getattr(entry.tokenizer, "chat_template", None):
         raise ApiError(400, f"model {entry.name} has no chat template; send a prompt instead", "messages")
-    text = str(
-        tokenizer.apply_chat_template([m.model_dump() for m in messages], tokenize=False, add_generation_prompt=True)
-    )
-    start = tokenizer.cls_token or tokenizer.bos_token  # the canvas opens with the start token itself
-    return text[len(start) :] if start and text.startswith(start) else text
+    return chat_text(entry.tokenizer, [m.model_dump() for m in messages])
 
 
 def prompt_of(entry: ModelEntry, body: GenerateRequest) -> str:

@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--ar-patience", type=int, default=2, help="stop the twin after this many evaluations without improvement"
     )
     s.add_argument("--ar-minutes", type=float, default=None, help="wall-clock cap on the twin's training")
+    h = sub.add_parser(
+        "lm-eval",
+        add_help=False,
+        help="lm-evaluation-harness with unmask's model registered: unmask lm-eval --model unmask --model_args"
+        " pretrained=PATH --tasks TASKS (needs pip install -e .[eval])",
+    )
+    h.add_argument("harness_args", nargs=argparse.REMAINDER, help="lm_eval's own arguments")
     for plugin in entry_points(group="unmask.commands"):
         COMMANDS.update(plugin.load()(sub))
     return parser
@@ -411,8 +418,23 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("lm-eval")
+def _lm_eval(args: argparse.Namespace) -> int:
+    try:
+        from . import harness
+    except ImportError as exc:
+        if exc.name is None or not exc.name.startswith("lm_eval"):
+            raise
+        raise ConfigError("unmask lm-eval needs lm-evaluation-harness: pip install -e '.[eval]'") from None
+    return harness.main(args.harness_args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lm-eval"]:  # every later argument is lm_eval's, options included
+        args = argparse.Namespace(command="lm-eval", harness_args=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     from .runtime import keep_freed_memory, quiet_transformers
 
     quiet_transformers()

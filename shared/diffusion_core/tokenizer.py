@@ -1,9 +1,11 @@
-"""Training a RoBERTa-style byte-level BPE tokenizer for models built from scratch."""
+"""Tokenizers: a RoBERTa-style byte-level BPE for models built from scratch, and chat templates."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast, RobertaTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast, RobertaTokenizerFast
+
+from .errors import InputError
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
@@ -24,3 +26,19 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 8000, max_length: int = 51
     assert end is not None and start is not None, "special tokens are part of every trained vocabulary"
     core.post_processor = processors.RobertaProcessing(("</s>", end), ("<s>", start))
     return RobertaTokenizerFast(tokenizer_object=core, model_max_length=max_length)
+
+
+def chat_text(
+    tokenizer: PreTrainedTokenizerBase, messages: Iterable[Mapping[str, str]], add_generation_prompt: bool = True
+) -> str:
+    """The tokenizer's chat template over `messages`, as the text after the start token (a canvas opens with
+    the start token itself); InputError for a tokenizer without a template."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError("this model has no chat template; send a prompt instead", "messages")
+    text = str(
+        tokenizer.apply_chat_template(
+            [dict(m) for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+    )
+    start = tokenizer.cls_token or tokenizer.bos_token
+    return text[len(start) :] if start and text.startswith(start) else text

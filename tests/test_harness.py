@@ -1,0 +1,154 @@
+"""The lm-evaluation-harness backend and the ELBO estimate under it, offline: local tasks, a tiny model."""
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import lm_eval
+import pytest
+import torch
+from lm_eval.tasks import TaskManager
+
+from diffusion_core import GenerationConfig, checkpoint, generate
+from diffusion_core.harness import UnmaskLM
+from diffusion_core.likelihood import Pair, exact_bound, greedy, loglikelihoods
+from diffusion_core.model import SpecialTokens, max_positions
+from diffusion_core.starter import STARTER_DIFFUSION
+
+from .conftest import SENTENCES
+
+CHAT = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<s>assistant:{% endif %}"  # noqa: E501
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_the_estimate_converges_to_the_bound_computed_over_every_mask(tiny_model, tokenizer):
+    special, window = SpecialTokens.of(tokenizer), max_positions(tiny_model, tokenizer)
+    pair = Pair(_ids(tokenizer, "the quick brown fox"), _ids(tokenizer, " jumps over the")[:5])
+    exact = exact_bound(tiny_model, special, pair, window)  # 2^5 - 1 masks, each weighted as the bound says
+    many = [loglikelihoods(tiny_model, special, [pair], window, samples=1024, seed=s, batch_rows=256)[0] for s in (0, 1)]
+    few = [loglikelihoods(tiny_model, special, [pair], window, samples=8, seed=s)[0] for s in range(6)]
+    assert all(abs(m - exact) < 0.01 * abs(exact) for m in many), (exact, many)
+    assert len(set(few)) > 1, "the masks are drawn: seeds differ"
+    assert abs(sum(few) / len(few) - exact) < 0.05 * abs(exact), "unbiased: the mean of small estimates is near"
+    # One position: the bound has one term, so every estimate is exact.
+    single = Pair(pair.context, pair.continuation[:1])
+    assert loglikelihoods(tiny_model, special, [single], window, samples=3)[0] == pytest.approx(
+        exact_bound(tiny_model, special, single, window), abs=1e-4
+    )
+
+
+def test_a_pair_scores_the_same_alone_in_a_batch_and_in_any_order(tiny_model, tokenizer):
+    special, window = SpecialTokens.of(tokenizer), max_positions(tiny_model, tokenizer)
+    pairs = [Pair(_ids(tokenizer, s[:20]), _ids(tokenizer, s[20:])) for s in SENTENCES]
+    together = loglikelihoods(tiny_model, special, pairs, window, samples=6, seed=3, batch_rows=5)
+    alone = [loglikelihoods(tiny_model, special, [p], window, samples=6, seed=3)[0] for p in reversed(pairs)]
+    assert together == pytest.approx(alone[::-1], abs=1e-4)
+
+
+def test_the_starter_scores_real_text_above_the_same_words_shuffled():
+    model, tokenizer = checkpoint.load(STARTER_DIFFUSION, torch.device("cpu"))
+    special, window = SpecialTokens.of(tokenizer), max_positions(model, tokenizer)
+    texts = [
+        ("This program is free software; you can redistribute it and/or modify it", " under the terms of the GNU"),
+        ("To install the package, run", " the following command as root"),
+        ("See the manual page for more", " information about the available options"),
+        ("The configuration file is read at startup, and", " changes take effect after a restart"),
+        ("If you find a bug, please report it", " to the Debian bug tracking system"),
+    ]
+    real, shuffled = [], []
+    for context, continuation in texts:
+        head = _ids(tokenizer, context)
+        tail = _ids(tokenizer, context + continuation)[len(head) :]
+        mixed = tail[:]
+        random.Random(0).shuffle(mixed)
+        assert mixed != tail
+        real.append(Pair(head, tail))
+        shuffled.append(Pair(head, mixed))
+    scores = loglikelihoods(model, special, real + shuffled, window, samples=32)
+    assert all(r > s for r, s in zip(scores[: len(texts)], scores[len(texts) :])), scores
+    # Greedy decoding writes what the model likes best: its own greedy text is greedy, shuffled words are not.
+    config = GenerationConfig(max_new_tokens=4, steps=4, sampling="greedy", block_length=0, spacing=1, forbid_eos=True)
+    written = generate(model, tokenizer, texts[1][0], config).texts[0]
+    own = Pair(real[1].context, _ids(tokenizer, texts[1][0] + " " + written)[len(real[1].context) :])
+    assert greedy(model, special, [own, shuffled[1]], window) == [True, False], written
+
+
+def _tasks(folder: Path) -> Path:
+    """Four local tasks, one per request type, on JSONL files: nothing is downloaded."""
+    rows = {
+        "choice": [{"q": s[:20], "choices": [s[20:], " ".join(reversed(s[20:].split()))], "a": 0} for s in SENTENCES],
+        "cloze": [{"text": s.rsplit(" ", 1)[0], "word": " " + s.rsplit(" ", 1)[1]} for s in SENTENCES],
+        "write": [{"prompt": s[:16], "target": s[16:]} for s in SENTENCES[:2]],
+        "whole": [{"text": s} for s in SENTENCES[:2]],
+    }
+    specs = {
+        "choice": 'output_type: multiple_choice\ndoc_to_text: "{{q}}"\ndoc_to_choice: "{{choices}}"\n'
+        'doc_to_target: "{{a}}"\nmetric_list:\n  - metric: acc\n',
+        "cloze": 'output_type: loglikelihood\ndoc_to_text: "{{text}}"\ndoc_to_target: "{{word}}"\n'
+        "metric_list:\n  - metric: perplexity\n  - metric: acc\n",
+        "write": 'output_type: generate_until\ndoc_to_text: "{{prompt}}"\ndoc_to_target: "{{target}}"\n'
+        'generation_kwargs:\n  until: [" a"]\n  max_gen_toks: 6\n  do_sample: false\n'
+        "metric_list:\n  - metric: exact_match\n",
+        "whole": 'output_type: loglikelihood_rolling\ndoc_to_text: ""\ndoc_to_target: "{{text}}"\n'
+        "metric_list:\n  - metric: word_perplexity\n",
+    }
+    for name, docs in rows.items():
+        data = folder / f"{name}.jsonl"
+        data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+        head = f"task: tiny_{name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
+        (folder / f"{name}.yaml").write_text(head + specs[name])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def chat_checkpoint(tmp_path_factory, tiny_checkpoint) -> Path:
+    model, tokenizer = checkpoint.load(tiny_checkpoint, torch.device("cpu"))  # a copy, given a template
+    tokenizer.chat_template = CHAT
+    return checkpoint.save(model, tokenizer, tmp_path_factory.mktemp("chat") / "tiny", {"format": 1})
+
+
+def test_local_tasks_run_through_lm_eval_and_score_the_same_twice(tmp_path, chat_checkpoint, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    manager = TaskManager(include_path=str(_tasks(tmp_path)))
+    names = ["tiny_choice", "tiny_cloze", "tiny_write", "tiny_whole"]
+
+    def evaluate(**kwargs):
+        lm = UnmaskLM(pretrained=str(chat_checkpoint), device="cpu", dtype="float32", mc_samples=4, steps=3)
+        return lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, log_samples=True, **kwargs)
+
+    first, second = evaluate(), evaluate()
+    assert first["results"] == second["results"]
+    results = first["results"]
+    assert 0 <= results["tiny_choice"]["acc,none"] <= 1 and results["tiny_cloze"]["perplexity,none"] > 1
+    assert results["tiny_whole"]["word_perplexity,none"] > 1
+    # generate_until: unmask's greedy text, cut before the task's stop string.
+    model, tokenizer = checkpoint.load(chat_checkpoint, torch.device("cpu"))
+    config = GenerationConfig(max_new_tokens=6, steps=3, sampling="greedy", seed=0)
+    for sample in first["samples"]["tiny_write"]:
+        prompt = sample["arguments"][0][0]
+        full = generate(model, tokenizer, prompt, config).texts[0]
+        assert sample["resps"][0][0] == full.split(" a")[0]
+    # A chat template, when the task asks for one, wraps the prompt in the model's template.
+    chat = evaluate(apply_chat_template=True, limit=1)
+    prompt = chat["samples"]["tiny_write"][0]["arguments"][0][0]
+    assert prompt.startswith("user: ") and prompt.endswith("<s>assistant:")
+
+
+def test_unmask_lm_eval_runs_the_harness_command_with_the_model_registered(tmp_path, tiny_checkpoint):
+    folder = _tasks(tmp_path)
+    args = ["--model", "unmask", "--model_args", f"pretrained={tiny_checkpoint},mc_samples=2,dtype=float32"]
+    args += ["--tasks", "tiny_choice", "--include_path", str(folder), "--device", "cpu"]
+    env = {"HF_DATASETS_OFFLINE": "1", "PATH": str(Path(sys.executable).parent)}
+    done = subprocess.run([sys.executable, "-m", "diffusion_core.cli", "lm-eval", *args], capture_output=True,
+                          text=True, env=env, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "|tiny_choice|" in done.stdout and "acc" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "diffusion_core.cli", "lm-eval", *args[:2], "--model_args",
+                          f"pretrained={tiny_checkpoint},stepz=4", *args[4:]], capture_output=True, text=True,
+                         env=env, timeout=300)  # fmt: skip
+    assert bad.returncode == 2 and "unknown model_args stepz" in bad.stderr and "Traceback" not in bad.stderr
