@@ -54,6 +54,7 @@ class Ticket:
         self.started: float | None = None
         self.dropped = 0
         self.opening: dict[str, Any] | None = None  # the step-0 frame message, for streams
+        self.prompt_ids: list[int] = []  # the prompt's ids, for details.prefill (decoder_input_details)
         self.result: Result | None = None  # set on the event loop with the last frame
 
     def cancel(self) -> None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -10,19 +11,19 @@ from diffusion_core import (
     CheckpointError,
     ConfigError,
     Frame,
-    GenerationConfig,
     InputError,
     animation,
     create_denoiser,
     decode,
 )
+from diffusion_core.terminal import TokenPieces
 from diffusion_core.tokenizer import chat_text
 
 from .config import Settings
 from .engine import Engine, Overloaded, Ticket
 from .errors import ApiError, from_core
 from .registry import ModelEntry, ModelRegistry
-from .schemas import ChatMessage, Details, GenerateParameters, GenerateRequest, GenerateResponse, Timings
+from .schemas import ChatMessage, Details, GenerateParameters, GenerateRequest, GenerateResponse, Timings, Token
 
 
 async def resolve(registry: ModelRegistry, name: str | None, param: str = "model") -> ModelEntry:
@@ -75,14 +76,14 @@ def submit(
 ) -> Ticket:
     """Validate against the limits and the model, then queue; 422, 429 as ApiError."""
     check_limits(settings, params)
-    prompt_tokens = len(entry.tokenizer(inputs, add_special_tokens=False)["input_ids"])
+    prompt_ids = entry.tokenizer(inputs, add_special_tokens=False)["input_ids"]
+    prompt_tokens = len(prompt_ids)
     if prompt_tokens > settings.max_input_tokens:
         raise ApiError(
             422, f"inputs is {prompt_tokens} tokens; this server accepts at most {settings.max_input_tokens}", "inputs"
         )
-    fields = params.model_dump(exclude={"details", "model"})
     try:
-        state = create_denoiser(entry.model, entry.tokenizer, inputs, GenerationConfig(**fields))
+        state = create_denoiser(entry.model, entry.tokenizer, inputs, params.generation(), params.top_n_tokens)
     except (ConfigError, InputError) as exc:
         raise from_core(exc) from None
     opening = animation.opening(state, entry.pieces) if stream else None  # before the engine touches state
@@ -91,6 +92,7 @@ def submit(
     except Overloaded:
         raise ApiError(429, "the server is at capacity; retry shortly", headers={"Retry-After": "1"}) from None
     ticket.opening = opening
+    ticket.prompt_ids = prompt_ids if params.decoder_input_details else []
     return ticket
 
 
@@ -111,15 +113,27 @@ def results(
         forward_ms=round(result.forward_s * 1000, 2),
         queue_ms=round(ticket.queue_s * 1000, 2),
     )
+    pieces = ticket.entry.pieces
+    prefill = [Token(id=i, text=t, logprob=None, special=i in pieces.special) for i, t in
+               zip(ticket.prompt_ids, pieces(ticket.prompt_ids))]  # fmt: skip
     out = []
     for i, (text, reason, count) in enumerate(zip(texts, result.finish_reasons, result.generated_tokens)):
         details = Details(
-            finish_reason=reason,
+            finish_reason="eos_token" if reason == "eos" else "length",
             steps=params.steps,
             nfe=result.nfe,
             seed=result.seed + i,
             generated_tokens=count,
             timings=timings,
+            prefill=prefill,
+            tokens=tokens(pieces, result.written[i], result.logprobs[i]),
+            top_tokens=[tokens(pieces, *zip(*top)) for top in result.top_logprobs[i]] if params.top_n_tokens else None,
         )
         out.append(GenerateResponse(generated_text=text, details=details if params.details else None))
     return out
+
+
+def tokens(pieces: TokenPieces, ids: Sequence[int], logprobs: Sequence[float]) -> list[Token]:
+    """Ids with their log-probabilities as TGI's tokens; the texts join into the decoded text."""
+    return [Token(id=i, text=t, logprob=lp, special=i in pieces.special) for i, t, lp in
+            zip(ids, pieces(list(ids)), logprobs)]  # fmt: skip

@@ -73,7 +73,19 @@ class GenerateParameters(BaseModel):
     num_samples: int = param("num_samples")
     forbid_eos: bool = param("forbid_eos")
     details: bool = Field(True, description="include details in the response")
+    top_n_tokens: int = Field(
+        0, ge=0, le=5, description="details.top_tokens: at each written position, the n most likely tokens then"
+    )
+    decoder_input_details: bool = Field(
+        False, description="details.prefill: the prompt's tokens (logprob null: diffusion does not score its prompt)"
+    )
     model: str | None = Field(None, description="model id; default: the current model")
+
+    def generation(self) -> GenerationConfig:
+        return GenerationConfig(**self.model_dump(exclude=RESPONSE_OPTIONS))
+
+
+RESPONSE_OPTIONS = {"details", "top_n_tokens", "decoder_input_details", "model"}  # not GenerationConfig's
 
 
 class ChatMessage(BaseModel):
@@ -111,13 +123,25 @@ class Timings(BaseModel):
     queue_ms: float
 
 
+class Token(BaseModel):
+    """A generated token (TGI's shape): its log-probability is the one it had when it was written."""
+
+    id: int
+    text: str
+    logprob: float | None
+    special: bool = False
+
+
 class Details(BaseModel):
-    finish_reason: str  # "length" or "eos"
+    finish_reason: Literal["length", "eos_token"]  # TGI's names: max_new_tokens written, or the end token
     steps: int
     nfe: int  # forward passes this request took part in
     seed: int
     generated_tokens: int
     timings: Timings
+    prefill: list[Token] = Field(default_factory=list, description="with decoder_input_details: the prompt")
+    tokens: list[Token] = Field(default_factory=list, description="the generated tokens, in text order")
+    top_tokens: list[list[Token]] | None = Field(None, description="with top_n_tokens: per generated token")
 
 
 class GenerateResponse(BaseModel):
@@ -154,7 +178,7 @@ class _OpenAIRequest(BaseModel):
     cache: CacheMode = param("cache")
     cache_refresh: int = param("cache_refresh")
 
-    def generation(self, max_new_tokens: int) -> GenerateParameters:
+    def generation(self, max_new_tokens: int, top: int = 0) -> GenerateParameters:
         greedy = self.temperature < MIN_TEMPERATURE
         sampling = "greedy" if greedy else ("top_p" if self.top_p < 1 else "temperature")
         return GenerateParameters(
@@ -179,6 +203,7 @@ class _OpenAIRequest(BaseModel):
             cache_refresh=self.cache_refresh,
             seed=self.seed,
             num_samples=self.n,
+            top_n_tokens=top,
         )
 
 
@@ -190,9 +215,12 @@ class CompletionRequest(_OpenAIRequest):
     suffix: str | None = Field(
         None, max_length=100_000, description="text after the completion: max_tokens blanks between prompt and suffix"
     )
+    logprobs: int | None = Field(
+        None, ge=0, le=5, description="each token's log-probability when it was written, and the n most likely then"
+    )
 
     def parameters(self) -> GenerateParameters:
-        return self.generation(self.max_tokens)
+        return self.generation(self.max_tokens, self.logprobs or 0)
 
 
 class ChatRequest(_OpenAIRequest):
@@ -202,19 +230,23 @@ class ChatRequest(_OpenAIRequest):
     max_tokens: int | None = Field(None, ge=1, description="reply length (older name of max_completion_tokens)")
     max_completion_tokens: int | None = Field(None, ge=1, description="reply length; default 64")
     stop: str | list[str] | None = Field(None, description="up to 4 strings; the reply ends before the first")
+    logprobs: bool = Field(False, description="each reply token's log-probability when it was written")
+    top_logprobs: int | None = Field(None, ge=0, le=5, description="with logprobs: the n most likely tokens then")
 
     @model_validator(mode="after")
     def _stops(self) -> "ChatRequest":
         stops = self.stops()
         if len(stops) > 4 or any(not s for s in stops):
             raise ValueError("stop: at most 4 non-empty strings")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs: needs logprobs set to true")
         return self
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
     def parameters(self) -> GenerateParameters:
-        return self.generation(self.max_completion_tokens or self.max_tokens or 64)
+        return self.generation(self.max_completion_tokens or self.max_tokens or 64, self.top_logprobs or 0)
 
 
 # A job's defaults that differ from TrainConfig's, and why; tests/test_config.py holds the rest to TrainConfig.

@@ -53,6 +53,7 @@ class Denoiser:
         banned_ids: list[int],
         device: torch.device = torch.device("cpu"),
         cache: CacheMode = CacheMode.NONE,
+        top_logprobs: int = 0,
     ) -> None:
         b = config.num_samples
         self.config, self.special, self.device = config, special, device
@@ -63,6 +64,9 @@ class Denoiser:
         self.fixed = ~self.masked
         self.attention = torch.ones_like(self.tokens)
         self.confidence = torch.full(self.tokens.shape, float("nan"), device=device)
+        # With top_logprobs: the k most likely tokens (ids, log-probs) of each slot's distribution when it was written.
+        self.top_ids = torch.zeros((*self.tokens.shape, top_logprobs), dtype=torch.long, device=device)
+        self.top_logprobs = torch.zeros((*self.tokens.shape, top_logprobs), device=device)
         self.ended = torch.zeros(b, dtype=torch.bool, device=device)
         self.prompt_length, self.infill = canvas.prompt_length, canvas.infill
         self.stop_at_end = not canvas.infill and not config.forbid_eos
@@ -157,6 +161,8 @@ class Denoiser:
         written = keep | self._edits(logits, slots, ids, prob, candidates)
         self.tokens.scatter_(1, slots, torch.where(written, ids, self.tokens.gather(1, slots)))
         self.confidence.scatter_(1, slots, torch.where(written, prob, self.confidence.gather(1, slots)))
+        if self.top_ids.shape[-1]:
+            self._keep_top(logits, slots, written)
         self.masked.scatter_(1, slots, candidates & ~keep)
         self.kept_last, self.edited_last = (slots, keep), (slots, written & ~keep)
         if remask is not None:
@@ -167,6 +173,18 @@ class Denoiser:
             self.laps.append(out.timer)
         self.nfe += 1
         self._move_to(self._next_pass())
+
+    def _keep_top(self, logits: torch.Tensor, slots: torch.Tensor, written: torch.Tensor) -> None:
+        """The k most likely tokens of the distributions (B*R, V) the written slots (B, R) were drawn from."""
+        b, r = slots.shape
+        k = self.top_ids.shape[-1]
+        values, ids = torch.log_softmax(logits, -1).topk(k, -1)
+        where = slots.unsqueeze(-1).expand(b, r, k)
+        chosen = written.unsqueeze(-1)
+        self.top_ids.scatter_(1, where, torch.where(chosen, ids.view(b, r, k), self.top_ids.gather(1, where)))
+        self.top_logprobs.scatter_(
+            1, where, torch.where(chosen, values.view(b, r, k), self.top_logprobs.gather(1, where))
+        )
 
     def _ban_bias(self, vocab: int) -> torch.Tensor:
         """(V,) zeros with -inf at the ids never to be sampled (special tokens)."""
@@ -283,9 +301,14 @@ class Denoiser:
 
 
 def create_denoiser(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str, config: GenerationConfig
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    text: str,
+    config: GenerationConfig,
+    top_logprobs: int = 0,
 ) -> Denoiser:
-    """Validate the request against this model and build its initial state."""
+    """Validate the request against this model and build its initial state (with top_logprobs, each written
+    token also keeps the k most likely tokens of its distribution, for Result.top_logprobs)."""
     special = SpecialTokens.of(tokenizer)
     window = max_positions(model, tokenizer)
     canvas = build_canvas(tokenizer, special, text, config.max_new_tokens)
@@ -301,7 +324,7 @@ def create_denoiser(
         )
     banned = [i for i in tokenizer.all_special_ids if i != special.end]
     device = next(model.parameters()).device
-    return Denoiser(canvas, config, special, window, banned, device, mode_for(model, config.cache))
+    return Denoiser(canvas, config, special, window, banned, device, mode_for(model, config.cache), top_logprobs)
 
 
 def run(

@@ -8,7 +8,8 @@ lower bound instead (LLaDA, eq. 6, in its lower-variance form):
 for a continuation x of L tokens. `loglikelihoods` estimates it by Monte Carlo: `samples` masks per
 continuation, the counts l spread evenly over 1..L (stratified: each count's mean is weighted 1/L, so
 the estimate stays unbiased and varies less), the positions drawn from a generator seeded by `seed`
-and the tokens themselves, so a pair scores the same in any batch and any order.
+and the tokens themselves, so a pair scores the same in any batch and any order. A continuation short
+enough that all its 2^L - 1 masks fit in `samples` rows gets the bound itself, every mask enumerated.
 """
 
 import math
@@ -63,6 +64,8 @@ def _rows(index: int, pair: Pair, special: SpecialTokens, window: int, samples: 
     length = len(pair.continuation)
     if length == 0:
         return []
+    if (1 << length) - 1 <= samples:  # every mask costs no more rows than sampling: the bound itself
+        return _every_mask(index, ids, first, length)
     generator = torch.Generator().manual_seed(seed ^ zlib.crc32(str((pair.context, pair.continuation)).encode()))
     counts = _counts(length, samples)
     if samples >= length:  # stratified: each count l weighted 1/L, shared by the samples that drew it
@@ -121,18 +124,20 @@ def _masked_logprobs(model: PreTrainedModel, special: SpecialTokens, rows: list[
     return sums.tolist()
 
 
-def exact_bound(model: PreTrainedModel, special: SpecialTokens, pair: Pair, window: int) -> float:
-    """The bound itself, every mask enumerated (2^L - 1 of them): for checking the estimate on short
-    continuations only."""
-    ids, first = sequence(pair, special, window)
-    length = len(pair.continuation)
+def _every_mask(index: int, ids: list[int], first: int, length: int) -> list[_Row]:
+    """The bound's every term: each of the 2^L - 1 masks, weighted (1/L) (L/l) / C(L, l)."""
     rows = []
     for count in range(1, length + 1):
         masks = list(combinations(range(length), count))
-        weight = (1.0 / length) * (length / count) / len(masks)
-        rows += [_Row(0, ids, [first + c for c in chosen], weight) for chosen in masks]
+        rows += [_Row(index, ids, [first + c for c in chosen], 1.0 / count / len(masks)) for chosen in masks]
+    return rows
+
+
+def exact_bound(model: PreTrainedModel, special: SpecialTokens, pair: Pair, window: int) -> float:
+    """The bound itself, every mask enumerated: for checking the estimate on short continuations."""
+    ids, first = sequence(pair, special, window)
     terms = []
-    for batch in _batches(rows, 64):
+    for batch in _batches(_every_mask(0, ids, first, len(pair.continuation)), 64):
         terms += [r.weight * lp for r, lp in zip(batch, _masked_logprobs(model, special, batch))]
     return math.fsum(terms)
 

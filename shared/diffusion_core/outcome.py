@@ -30,6 +30,8 @@ class Frame:
     edited: torch.Tensor  # committed earlier, replaced at this step (edit_margin)
     ended: torch.Tensor  # (B,) the row has written its end token
     confidence: torch.Tensor  # model probability of each committed token when it was committed; NaN elsewhere
+    top_ids: torch.Tensor  # (B, T, k) with top_logprobs: the k most likely tokens when the slot was written
+    top_logprobs: torch.Tensor  # (B, T, k) their log-probabilities (k = 0 without top_logprobs)
     forward_s: float  # time in this step's forward pass
     step_s: float  # time for the whole step, forward included
     elapsed_s: float  # since the first step started
@@ -47,6 +49,8 @@ class Result:
     seed: int  # row i used seed + i
     nfe: int  # forward passes
     forward_s: float  # seconds in them
+    logprobs: list[list[float]]  # per row, per `written` id: its log-probability when it was written
+    top_logprobs: list[list[list[tuple[int, float]]]]  # per row, per `written` id: the k most likely (id, logprob)
 
     @property
     def generated_tokens(self) -> list[int]:
@@ -63,6 +67,10 @@ def frame_of(state: "Denoiser") -> Frame:
     flags = state.masked.long() | revealed.long() << 1 | state.fixed.long() << 2 | (state.attention > 0).long() << 3
     flags = flags | state.ended.long().unsqueeze(-1) << 4 | edited.long() << 5  # ended: a row's flag, every column
     tokens, flags, conf_bits = torch.stack([state.tokens, flags, state.confidence.view(torch.int32).long()]).cpu()
+    if state.top_ids.numel():  # only when asked for: a second copy off the device
+        top_ids, top_logprobs = state.top_ids.cpu(), state.top_logprobs.cpu()
+    else:
+        top_ids, top_logprobs = torch.empty((*tokens.shape, 0), dtype=torch.long), torch.empty((*tokens.shape, 0))
     now = time.perf_counter()
     return Frame(
         step=state.nfe,
@@ -77,6 +85,8 @@ def frame_of(state: "Denoiser") -> Frame:
         edited=flags & 32 > 0,
         ended=flags[:, 0] & 16 > 0,
         confidence=conf_bits.int().view(torch.float32),
+        top_ids=top_ids,
+        top_logprobs=top_logprobs,
         forward_s=state.laps[-1].seconds if state.laps else 0.0,
         step_s=now - state.step_started if state.nfe else 0.0,
         elapsed_s=now - state.started if state.started is not None else 0.0,
@@ -91,15 +101,22 @@ def result_of(state: "Denoiser") -> Result:
     written = ~state.fixed & live & (state.tokens != state.special.end)
     row_ended = state.ended.long().unsqueeze(-1).expand_as(state.tokens)
     tokens, live, written, row_ended = torch.stack([state.tokens, live.long(), written.long(), row_ended]).cpu()
+    confidence, top_ids, top_logprobs = state.confidence.cpu(), state.top_ids.cpu(), state.top_logprobs.cpu()
     start = 1 if state.infill else state.prompt_length
     ended = row_ended[:, 0].tolist()
     rows = [row[start:][keep[start:] > 0].tolist() for row, keep in zip(tokens, live)]
     ids = [row[: row.index(state.special.end)] if stop else row for row, stop in zip(rows, ended)]
+    kept = [keep > 0 for keep in written]
     return Result(
         ids=ids,
-        written=[row[keep > 0].tolist() for row, keep in zip(tokens, written)],
+        written=[row[keep].tolist() for row, keep in zip(tokens, kept)],
         finish_reasons=["eos" if stop else "length" for stop in ended],
         seed=state.seed,
         nfe=state.nfe,
         forward_s=sum(timer.seconds for timer in state.laps),
+        logprobs=[row[keep].log().tolist() for row, keep in zip(confidence, kept)],
+        top_logprobs=[
+            [list(zip(i, lp)) for i, lp in zip(ids_[keep].tolist(), lps[keep].tolist())]
+            for ids_, lps, keep in zip(top_ids, top_logprobs, kept)
+        ],
     )

@@ -56,6 +56,29 @@ def test_streamed_chat_sends_deltas_that_add_up_to_the_reply(chat):
     assert sum(1 for c in chunks if c.choices[0].delta.content) >= 1
 
 
+def test_chat_logprobs_cover_the_reply_whole_and_streamed(chat):
+    client, _ = chat
+    request = dict(model="tiny-chat", messages=MESSAGES, max_tokens=16, seed=3, logprobs=True, top_logprobs=2)
+    full = client.chat.completions.create(**request, extra_body={"forbid_eos": True}).choices[0]
+    content = full.logprobs.content
+    assert len(content) == 16 and "".join(t.token for t in content).strip() == full.message.content
+    for t in content:
+        assert t.logprob <= 0 and bytes(t.bytes).decode() == t.token and len(t.top_logprobs) == 2
+        assert t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob and t.top_logprobs[0].logprob >= t.logprob
+    stop = full.message.content.split()[2]
+    cut = client.chat.completions.create(**request, stop=[stop], extra_body={"forbid_eos": True}).choices[0]
+    kept = cut.logprobs.content
+    assert cut.message.content == full.message.content[: full.message.content.find(stop)]
+    assert [t.token for t in kept] == [t.token for t in content[: len(kept)]] and 0 < len(kept) < 16
+    assert "".join(t.token for t in kept).strip() == cut.message.content.strip()
+    streamed = [t for c in client.chat.completions.create(**request, stream=True, extra_body={"forbid_eos": True})
+                if c.choices[0].logprobs for t in c.choices[0].logprobs.content]  # fmt: skip
+    assert [(t.token, round(t.logprob, 4)) for t in streamed] == [(t.token, round(t.logprob, 4)) for t in content]
+    assert [[a.token for a in t.top_logprobs] for t in streamed] == [[a.token for a in t.top_logprobs] for t in content]
+    with pytest.raises(openai.UnprocessableEntityError, match="needs logprobs"):
+        client.chat.completions.create(model="tiny-chat", messages=MESSAGES, top_logprobs=2)
+
+
 def test_a_stop_string_ends_the_reply(chat):
     client, _ = chat
     request = dict(model="tiny-chat", messages=MESSAGES, max_tokens=24, seed=5, temperature=0)

@@ -12,11 +12,13 @@ from redis.exceptions import RedisError
 
 from diffusion_core import MASK_PLACEHOLDER, Frame
 from diffusion_core.model import SpecialTokens
+from diffusion_core.terminal import TokenPieces
 
+from .. import generation, logprobs
 from ..deps import EngineDep, MetricsDep, OptionalStoreDep, RegistryDep, SettingsDep
 from ..errors import ApiError
 from ..generation import chat_prompt, resolve, results, submit
-from ..schemas import ChatRequest, CompletionRequest
+from ..schemas import ChatRequest, CompletionRequest, Token
 from .generate import sse, wait_final
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -53,7 +55,8 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 def _choice(index: int, text: str, reason: str) -> dict[str, Any]:
-    return {"text": text, "index": index, "logprobs": None, "finish_reason": "stop" if reason == "eos" else "length"}
+    finish = "stop" if reason == "eos_token" else "length"
+    return {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
 
 
 @router.post("/completions", response_model=None)
@@ -87,7 +90,12 @@ async def completions(
         for p, ticket in enumerate(tickets):
             await wait_final(ticket, request)
             for i, r in enumerate(results(ticket, params, started, written_only=body.suffix is not None)):
-                yield _choice(p * body.n + i, r.generated_text, r.details.finish_reason if r.details else "length")
+                assert r.details is not None
+                choice = _choice(p * body.n + i, r.generated_text, r.details.finish_reason)
+                if body.logprobs is not None:
+                    top = r.details.top_tokens
+                    choice["logprobs"] = logprobs.completion(r.details.tokens, top, len(prompts[p]))
+                yield choice
 
     if body.stream:
 
@@ -115,15 +123,28 @@ def _cut(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[: min(ends)], True) if ends else (text, False)
 
 
-def _final_text(tokenizer: Any, frame: Frame, row: int, end: int) -> str:
-    """Row's reply as far as it is final: written tokens up to the first still-masked one."""
+def _final(pieces: TokenPieces, frame: Frame, row: int, end: int) -> list[Token]:
+    """Row's reply as far as it is final: written tokens up to the first still-masked one, with the log-probs
+    they were written with."""
     tokens, masked, live = frame.tokens[row], frame.masked[row], frame.live[row]
-    ids = []
+    columns = []
     for k in range(frame.prompt_length, len(tokens)):
         if masked[k] or not live[k] or int(tokens[k]) == end:
             break
-        ids.append(int(tokens[k]))
-    return str(tokenizer.decode(ids, skip_special_tokens=True)).strip()
+        columns.append(k)
+    return generation.tokens(pieces, tokens[columns].tolist(), frame.confidence[row, columns].log().tolist())
+
+
+def _delta_logprobs(
+    pieces: TokenPieces, frame: Frame, row: int, final: list[Token], start: int, stop: int, top: bool
+) -> dict[str, Any]:
+    """A stream chunk's `logprobs`: the reply's tokens start..stop, which lie at the columns after the prompt."""
+    alternatives = None
+    if top:
+        columns = range(frame.prompt_length + start, frame.prompt_length + stop)
+        ids, lps = frame.top_ids[row], frame.top_logprobs[row]
+        alternatives = [generation.tokens(pieces, ids[k].tolist(), lps[k].tolist()) for k in columns]
+    return {"content": logprobs.chat(final[start:stop], alternatives)}
 
 
 @router.post("/chat/completions", response_model=None)
@@ -151,7 +172,7 @@ async def chat_completions(
     if body.stream:
 
         async def stream() -> AsyncIterator[str]:
-            sent, done = [""] * body.n, [False] * body.n
+            sent, done, counted = [""] * body.n, [False] * body.n, [0] * body.n
             chunk = {**head, "object": "chat.completion.chunk"}
             try:
                 for i in range(body.n):
@@ -160,10 +181,17 @@ async def chat_completions(
                     for i in range(body.n):
                         if done[i]:
                             continue
-                        text, stopped = _cut(_final_text(entry.tokenizer, frame, i, end), stops)
+                        final = _final(entry.pieces, frame, i, end)
+                        text, stopped = _cut(entry.tokenizer.decode([t.id for t in final]).strip(), stops)
                         if text.startswith(sent[i]) and len(text) > len(sent[i]):
                             delta = {"content": text[len(sent[i]) :]}
-                            yield sse({**chunk, "choices": [{"index": i, "delta": delta, "finish_reason": None}]})
+                            choice = {"index": i, "delta": delta, "finish_reason": None}
+                            if body.logprobs:
+                                stop = logprobs.covering(final, len(text))
+                                choice["logprobs"] = _delta_logprobs(entry.pieces, frame, i, final, counted[i], stop,
+                                                                     bool(body.top_logprobs))  # fmt: skip
+                                counted[i] = stop
+                            yield sse({**chunk, "choices": [choice]})
                             sent[i] = text
                         if stopped or frame.done:
                             done[i] = True
@@ -179,10 +207,16 @@ async def chat_completions(
     assert ticket.result is not None
     choices = []
     for i, r in enumerate(results(ticket, params, started)):
+        assert r.details is not None
         text, stopped = _cut(r.generated_text, stops)
-        reason = "stop" if stopped or (r.details and r.details.finish_reason == "eos") else "length"
+        reason = "stop" if stopped or r.details.finish_reason == "eos_token" else "length"
         message = {"role": "assistant", "content": text}
-        choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": reason})
+        choice = {"index": i, "message": message, "logprobs": None, "finish_reason": reason}
+        if body.logprobs:
+            n = logprobs.covering(r.details.tokens, len(text))
+            top = r.details.top_tokens[:n] if r.details.top_tokens is not None else None
+            choice["logprobs"] = {"content": logprobs.chat(r.details.tokens[:n], top), "refusal": None}
+        choices.append(choice)
     metrics.latency.labels("/v1/chat/completions").observe(time.perf_counter() - started)
     prompt_tokens = len(entry.tokenizer(prompt, add_special_tokens=False)["input_ids"])
     completion_tokens = sum(ticket.result.generated_tokens)
