@@ -12,15 +12,20 @@ bounds), twice with the same seed to show the score repeats; the twin through lm
 """
 
 import argparse
+import contextlib
+import io
 import json
+import os
 import random
 import re
 import tempfile
 import time
 from pathlib import Path
 
-import lm_eval
-import lm_eval.models  # registers lm_eval's own backends (hf)
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the tasks are local files: never ask the hub
+
+import lm_eval  # noqa: E402
+import lm_eval.models  # noqa: E402  # registers lm_eval's own backends (hf)
 from common import record
 from lm_eval.tasks import TaskManager
 
@@ -28,14 +33,15 @@ from diffusion_core import starter
 from diffusion_core.harness import UnmaskLM
 from diffusion_core.model import SpecialTokens, load_tokenizer
 
-WORKDIR = Path("runs/starter")
+WORKDIR = Path(__file__).resolve().parents[1] / "runs" / "starter"  # where unmask eval keeps the corpus
 TASKS = {
     "heldout_cloze": 'output_type: loglikelihood\ndoc_to_text: "{{context}}"\ndoc_to_target: "{{word}}"\n'
-    "metric_list:\n  - metric: perplexity\n  - metric: acc\n",
+    "metric_list:\n  - {metric: perplexity, aggregation: perplexity, higher_is_better: false}\n"
+    "  - {metric: acc, aggregation: mean, higher_is_better: true}\n",
     "heldout_order": 'output_type: multiple_choice\ndoc_to_text: "{{context}}"\ndoc_to_choice: "{{choices}}"\n'
-    'doc_to_target: "{{answer}}"\nmetric_list:\n  - metric: acc\n',
+    'doc_to_target: "{{answer}}"\nmetric_list:\n  - {metric: acc, aggregation: mean, higher_is_better: true}\n',
     "heldout_text": 'output_type: loglikelihood_rolling\ndoc_to_text: ""\ndoc_to_target: "{{text}}"\n'
-    "metric_list:\n  - metric: word_perplexity\n",
+    "metric_list:\n  - {metric: word_perplexity, aggregation: weighted_perplexity, higher_is_better: false}\n",
 }
 METRICS = {"heldout_cloze": ("perplexity", "acc"), "heldout_order": ("acc",), "heldout_text": ("word_perplexity",)}
 
@@ -83,8 +89,15 @@ def write_tasks(folder: Path, texts: list[str]) -> None:
         (folder / f"{name}.yaml").write_text(head + spec)
 
 
-def scores(results: dict) -> dict[tuple[str, str], float]:
-    return {(task, m): results["results"][task][f"{m},none"] for task, ms in METRICS.items() for m in ms}
+def scores(**kwargs: object) -> dict[tuple[str, str], tuple[float, float]]:
+    """(task, metric) -> (value, its standard error), lm_eval's own printing kept out of the record."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        results = lm_eval.simple_evaluate(**kwargs)["results"]  # type: ignore[arg-type]
+    return {(t, m): (results[t][f"{m},none"], results[t][f"{m}_stderr,none"]) for t, ms in METRICS.items() for m in ms}
+
+
+def cell(value: float, stderr: float | str) -> str:
+    return f"{value:.4g} ± {stderr:.2g}" if isinstance(stderr, float) else f"{value:.4g}"
 
 
 def main() -> None:
@@ -102,16 +115,14 @@ def main() -> None:
             started = time.perf_counter()
             lm = UnmaskLM(pretrained=str(starter.STARTER_DIFFUSION), device="cpu", dtype="float32",
                           batch_size=8, mc_samples=args.mc_samples)  # fmt: skip
-            runs.append(scores(lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=manager)))
+            runs.append(scores(model=lm, tasks=tasks, task_manager=manager))
             seconds.append(time.perf_counter() - started)
         # The twin's tokenizer is BERT's: with its special tokens every context would end in [SEP], so they are
         # left out, and [CLS] opens the rolling windows only (unmask's sequences always open with it).
         start = SpecialTokens.of(load_tokenizer(starter.STARTER_AR)).start
         started = time.perf_counter()
         twin_args = f"pretrained={starter.STARTER_AR},dtype=float32,add_bos_token=False,prefix_token_id={start}"
-        twin = scores(lm_eval.simple_evaluate(
-            model="hf", model_args=twin_args, tasks=tasks, task_manager=manager, device="cpu", batch_size=8,
-        ))  # fmt: skip
+        twin = scores(model="hf", model_args=twin_args, tasks=tasks, task_manager=manager, device="cpu", batch_size=8)
         twin_s = time.perf_counter() - started
         print(f"{len(texts)} held-out passages per task; starter: unmask backend, {args.mc_samples} masks per")
         print("continuation (ELBO: perplexities are upper bounds); twin: lm_eval's hf backend (exact).")
@@ -119,9 +130,10 @@ def main() -> None:
         print("| task | metric | starter (unmask) | twin (hf) |")
         print("|---|---|---:|---:|")
         for (task, metric), value in runs[0].items():
-            print(f"| {task} | {metric} | {value:.4g} | {twin[(task, metric)]:.4g} |")
+            print(f"| {task} | {metric} | {cell(*value)} | {cell(*twin[(task, metric)])} |")
         print()
-        print(f"starter, second run with the same seed: {'the same scores' if runs[0] == runs[1] else runs[1]}")
+        same = [v for v, _ in runs[0].values()] == [v for v, _ in runs[1].values()]
+        print(f"starter, second run with the same seed: {'the same scores' if same else runs[1]}")
         print(f"wall time: starter {seconds[0]:.0f} s and {seconds[1]:.0f} s, twin {twin_s:.0f} s")
 
 

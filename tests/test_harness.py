@@ -12,6 +12,7 @@ import torch
 from lm_eval.tasks import TaskManager
 
 from diffusion_core import GenerationConfig, checkpoint, generate
+from diffusion_core.cli import main
 from diffusion_core.harness import UnmaskLM
 from diffusion_core.likelihood import Pair, exact_bound, greedy, loglikelihoods
 from diffusion_core.model import SpecialTokens, max_positions
@@ -98,7 +99,8 @@ def _tasks(folder: Path) -> Path:
     for name, docs in rows.items():
         data = folder / f"{name}.jsonl"
         data.write_text("".join(json.dumps(d) + "\n" for d in docs))
-        head = f"task: tiny_{name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
+        head = f"task: tiny_{name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
+        head += "test_split: test\n"
         (folder / f"{name}.yaml").write_text(head + specs[name])
     return folder
 
@@ -137,16 +139,17 @@ def test_local_tasks_run_through_lm_eval_and_score_the_same_twice(tmp_path, chat
     assert prompt.startswith("user: ") and prompt.endswith("<s>assistant:")
 
 
-def test_unmask_lm_eval_runs_the_harness_command_with_the_model_registered(tmp_path, tiny_checkpoint):
-    folder = _tasks(tmp_path)
+def test_unmask_lm_eval_runs_the_harness_command_on_the_documented_example(tiny_checkpoint, capsys, monkeypatch):
+    root = Path(__file__).resolve().parents[1]  # the example's data paths are relative to the repository
     args = ["--model", "unmask", "--model_args", f"pretrained={tiny_checkpoint},mc_samples=2,dtype=float32"]
-    args += ["--tasks", "tiny_choice", "--include_path", str(folder), "--device", "cpu"]
+    args += ["--tasks", "heldout_order,heldout_cloze", "--include_path", "docs/examples/lm_eval", "--limit", "2"]
     env = {"HF_DATASETS_OFFLINE": "1", "PATH": str(Path(sys.executable).parent)}
-    done = subprocess.run([sys.executable, "-m", "diffusion_core.cli", "lm-eval", *args], capture_output=True,
-                          text=True, env=env, timeout=300)  # fmt: skip
+    run = [sys.executable, "-m", "diffusion_core.cli", "lm-eval"]
+    done = subprocess.run([*run, *args], capture_output=True, text=True, env=env, cwd=root, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "|tiny_choice|" in done.stdout and "acc" in done.stdout
-    bad = subprocess.run([sys.executable, "-m", "diffusion_core.cli", "lm-eval", *args[:2], "--model_args",
-                          f"pretrained={tiny_checkpoint},stepz=4", *args[4:]], capture_output=True, text=True,
-                         env=env, timeout=300)  # fmt: skip
-    assert bad.returncode == 2 and "unknown model_args stepz" in bad.stderr and "Traceback" not in bad.stderr
+    assert "|heldout_order|" in done.stdout and "|heldout_cloze|" in done.stdout and "perplexity" in done.stdout
+    monkeypatch.chdir(root)
+    args[3] = f"pretrained={tiny_checkpoint},stepz=4"
+    assert main(["lm-eval", *args]) == 2
+    printed = capsys.readouterr().err
+    assert "unknown model_args stepz" in printed and "Traceback" not in printed

@@ -11,6 +11,7 @@ lm-eval ARGS` does that, then runs lm_eval's own command line with ARGS. Needs t
 """
 
 import logging
+import os
 from dataclasses import fields, replace
 from typing import Any
 
@@ -38,7 +39,8 @@ _CASTS = {bool: lambda v: str(v).lower() in ("1", "true", "yes"), int: int, floa
 class UnmaskLM(LM):
     """A checkpoint unmask can load (a directory or a hub id), scored and sampled the diffusion way.
 
-    model_args: pretrained (required), device, dtype (auto: bf16 where the device computes it), batch_size
+    model_args: pretrained (required), device, dtype (default UNMASK_DTYPE, else auto: bf16 where the device
+    computes it), batch_size
     (requests scored together: a forward pass holds batch_size x mc_samples rows), mc_samples (masks per
     continuation), seed (the estimate's and generation's), and
     any GenerationConfig field (steps, block_length, remasking, cache, ...) for generate_until; steps
@@ -48,7 +50,7 @@ class UnmaskLM(LM):
         self,
         pretrained: str,
         device: str | None = "auto",
-        dtype: str = "auto",
+        dtype: str | None = None,
         batch_size: int | str | None = 1,
         mc_samples: int | str = SAMPLES,
         seed: int | str = 0,
@@ -57,7 +59,7 @@ class UnmaskLM(LM):
     ) -> None:
         super().__init__()
         self._device = _device(device)
-        choice = pick_dtype(dtype, self._device)
+        choice = pick_dtype(dtype or os.environ.get("UNMASK_DTYPE") or "auto", self._device)
         self.model, self.tokenizer = checkpoint.load(str(pretrained), self._device, choice.dtype)
         self.special = SpecialTokens.of(self.tokenizer)
         self.window = max_positions(self.model, self.tokenizer)
@@ -192,6 +194,9 @@ def main(argv: list[str]) -> int:
 
     from lm_eval.__main__ import cli_evaluate
 
-    sys.argv = ["lm-eval", *argv]
-    cli_evaluate()
+    given, sys.argv = sys.argv, ["lm-eval", *argv]  # lm_eval reads its arguments from sys.argv
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = given
     return 0

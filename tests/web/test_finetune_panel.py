@@ -28,8 +28,8 @@ def test_paste_text_train_watch_progress_and_roll_back(stack, page):
     assert page.locator("#job-events li").first.inner_text() == "The job has successfully completed"
     # The server swaps to the new version a moment after the job ends; the table follows it on its own.
     page.wait_for_function(
-        "document.querySelector('#checkpoints tbody tr:nth-child(2) button')?.textContent === 'serving'",
-        timeout=30_000)
+        "document.querySelector('#checkpoints tbody tr:nth-child(2) button')?.textContent === 'serving'", timeout=30_000
+    )
     assert page.locator("#checkpoints tbody tr").count() == 2
     assert "0.15: " in page.inner_text("#checkpoints tbody tr:nth-child(2)"), "the version's held-out loss"
     page.click("#checkpoints tbody tr:nth-child(1) button")  # activate the base again
