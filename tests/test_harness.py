@@ -121,6 +121,7 @@ def test_local_tasks_run_through_lm_eval_and_score_the_same_twice(tmp_path, chat
         lm = UnmaskLM(pretrained=str(chat_checkpoint), device="cpu", dtype="float32", mc_samples=4, steps=3)
         return lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, log_samples=True, **kwargs)
 
+    assert lm_eval.api.registry.get_model("unmask") is UnmaskLM, "importing the backend registers it by name"
     first, second = evaluate(), evaluate()
     assert first["results"] == second["results"]
     results = first["results"]
