@@ -7,7 +7,7 @@ jobs, routes) and the cache's run the tests of their part. A mutant the tests do
 they would let through: it gets a test, or a sentence in the report saying why not.
 
     python bench/mutants.py               # every mutant, about 25 minutes on 2 cores
-    python bench/mutants.py --part core   # the core's only (or services)
+    python bench/mutants.py --part core   # the core's only (or services, or eval), recorded as mutants_<part>
 """
 
 import argparse
@@ -48,6 +48,8 @@ class Mutant:
 
     @property
     def part(self) -> str:
+        if self.tests in (HARNESS, LOGPROBS):
+            return "eval"
         return "core" if self.tests == tuple(CORE_TESTS) else "services"
 
     @property
@@ -103,6 +105,8 @@ STACK = ("tests/stack/test_watch.py",)
 JOBS = ("tests/trainer/test_worker.py", "tests/api/test_fine_tuning.py")
 ROUTES = ("tests/api/test_generate.py", "tests/api/test_chat.py")
 CACHE = ("tests/test_cache.py", "tests/api/test_engine.py")
+HARNESS = ("tests/test_harness.py",)
+LOGPROBS = ("tests/api/test_logprobs.py", "tests/api/test_chat.py")
 
 # Written as a reviewer hunting for bugs in the services and the cache would: each a slip one line
 # long that a green suite would ship.
@@ -187,6 +191,43 @@ SERVICE_MUTANTS = [
 ]  # fmt: skip
 
 
+# The lm-evaluation-harness backend, the estimate under it, and log-probabilities in the API.
+EVAL_MUTANTS = [
+    Mutant("likelihood.py", "weights = {c: 1.0 / (length * counts.count(c)) for c in set(counts)}",
+           "weights = {c: 1.0 / length for c in set(counts)}",
+           "a count's samples are summed, not averaged", HARNESS),
+    Mutant("likelihood.py", "weights[count] * length / count))", "weights[count]))",
+           "the bound's L / l weight is left out", HARNESS),
+    Mutant("likelihood.py", "1.0 / count / len(masks)) for chosen in masks]", "1.0 / len(masks)) for chosen in masks]",
+           "short continuations' every-mask bound loses its 1 / l", HARNESS),
+    Mutant("likelihood.py", "manual_seed(seed ^ zlib.crc32(str((pair.context, pair.continuation)).encode()))",
+           "manual_seed(seed + index)", "a pair's masks depend on its place in the batch", HARNESS),
+    Mutant("likelihood.py", "context = pair.context[len(pair.context) - room :] if", "context = pair.context[:room] if",
+           "a long context keeps its start instead of the text next to the continuation", HARNESS),
+    Mutant("likelihood.py", "pick = here[best[here].argmax()]", "pick = here[0]",
+           "the greedy check commits left to right, not the most confident first", HARNESS),
+    Mutant("likelihood.py", "hits[i] = predicted == states[i][0][column]", "hits[i] = True",
+           "every continuation counts as greedy", HARNESS),
+    Mutant("harness.py", "pairs = [Pair(ctx[1:] if ctx[:1] == [self.special.start] else ctx, cont)",
+           "pairs = [Pair(ctx, cont)", "rolling windows open with two start tokens", HARNESS),
+    Mutant("harness.py", "            options[\"sampling\"] = \"greedy\"\n", "            pass\n",
+           "a task's do_sample: false still samples", HARNESS),
+    Mutant("harness.py", "            text = _cut(text, stops)\n", "",
+           "generate_until ignores the task's stop strings", HARNESS),
+    Mutant("outcome.py", "logprobs=[row[keep].log().tolist()", "logprobs=[row[keep].tolist()",
+           "logprob reports the probability itself", LOGPROBS),
+    Mutant("services/api/generation.py", "finish_reason=\"eos_token\" if reason == \"eos\" else \"length\"",
+           "finish_reason=\"length\"", "details never say the model wrote its end token", LOGPROBS),
+    Mutant("services/api/logprobs.py", "if len((text + t.text).lstrip()) > length:",
+           "if len(text + t.text) > length:", "a reply cut at a stop string loses a token of its logprobs", LOGPROBS),
+]  # fmt: skip
+
+
+PARTS = {
+    "core": "the core's one-line bugs",
+    "services": "one-line bugs in the services and the cache",
+    "eval": "one-line bugs in the lm-evaluation-harness backend, its estimate and the API's log-probabilities",
+}
 HANG_S = 240  # a run of a part's tests that takes longer hangs: it would fail CI's time limit too
 
 
@@ -211,9 +252,9 @@ def killed(mutant: Mutant) -> tuple[bool, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("core", "services"), help="only this part's mutants")
+    parser.add_argument("--part", choices=("core", "services", "eval"), help="only this part's mutants")
     args = parser.parse_args()
-    mutants = [m for m in MUTANTS + SERVICE_MUTANTS if args.part in (None, m.part)]
+    mutants = [m for m in MUTANTS + SERVICE_MUTANTS + EVAL_MUTANTS if args.part in (None, m.part)]
     for m in mutants:  # every snippet first: a stale one should not cost a half-finished run
         if m.path.read_text().count(m.before) != 1:
             raise SystemExit(f"{m.file}: the snippet {m.before!r} must occur exactly once")
@@ -232,8 +273,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    part = sys.argv[sys.argv.index("--part") + 1] if "--part" in sys.argv[:-1] else None
     with record(
-        "mutants",
+        f"mutants_{part}" if part else "mutants",
+        f"Mutation check: {PARTS[part]}" if part else
         "Mutation check: one-line bugs in the core, the services and the cache, and the tests that catch them",
-    ):
+    ):  # fmt: skip
         main()

@@ -11,7 +11,7 @@ RESULTS = Path(__file__).parent / "results"
 DOC = Path(__file__).parents[1] / "docs" / "results.md"
 ORDER = (
     "gpu", "speed", "dtype", "int8", "threshold", "repetition", "training", "train_memory", "parallel", "sampler",
-    "serve", "harness", "fuzz", "render", "mutants",
+    "serve", "harness", "fuzz", "render", "mutants", "mutants_eval",
 )  # fmt: skip
 GPU_PENDING = [
     "## Diffusion vs the twin on a GPU",

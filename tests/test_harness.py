@@ -5,6 +5,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import lm_eval
 import pytest
@@ -47,6 +48,37 @@ def test_a_pair_scores_the_same_alone_in_a_batch_and_in_any_order(tiny_model, to
     together = loglikelihoods(tiny_model, special, pairs, window, samples=6, seed=3, batch_rows=5)
     alone = [loglikelihoods(tiny_model, special, [p], window, samples=6, seed=3)[0] for p in reversed(pairs)]
     assert together == pytest.approx(alone[::-1], abs=1e-4)
+
+
+def test_a_context_longer_than_the_window_keeps_its_end(tiny_model, tokenizer):
+    special, window = SpecialTokens.of(tokenizer), max_positions(tiny_model, tokenizer)
+    context = _ids(tokenizer, " ".join(SENTENCES * 3))
+    tail = _ids(tokenizer, " jumps over")
+    room = window - 1 - len(tail)
+    assert len(context) > room
+    long, cut = Pair(context, tail), Pair(context[-room:], tail)
+    assert (
+        loglikelihoods(tiny_model, special, [long], window)[0] == loglikelihoods(tiny_model, special, [cut], window)[0]
+    )
+    assert greedy(tiny_model, special, [long, cut], window) in ([True, True], [False, False])
+
+
+def test_a_rolling_score_is_the_bound_of_the_text_after_the_start_token(tiny_checkpoint):
+    lm = UnmaskLM(pretrained=str(tiny_checkpoint), device="cpu", dtype="float32", mc_samples=8, seed=2)
+    text = SENTENCES[0]
+    (rolling,) = lm.loglikelihood_rolling([SimpleNamespace(args=(text,))], disable_tqdm=True)
+    direct = loglikelihoods(lm.model, lm.special, [Pair([], _ids(lm.tokenizer, text))], lm.window, 8, 2)[0]
+    assert rolling == pytest.approx(direct, abs=1e-6)
+    # Past the window: every token scored once, each window's sequence within the model's positions.
+    long = _ids(lm.tokenizer, " ".join(SENTENCES * 4))
+    assert len(long) > lm.window
+    seen: list[Pair] = []
+    scores = lm._scores
+    lm._scores = lambda pairs: seen.extend(pairs) or scores(pairs)  # type: ignore[method-assign]
+    (whole,) = lm.loglikelihood_rolling([SimpleNamespace(args=(" ".join(SENTENCES * 4),))], disable_tqdm=True)
+    assert len(seen) > 1 and [t for p in seen for t in p.continuation] == long
+    assert all(1 + len(p.context) + len(p.continuation) <= lm.window for p in seen)
+    assert whole == pytest.approx(sum(scores(seen)), abs=1e-6)
 
 
 def test_the_starter_scores_real_text_above_the_same_words_shuffled():

@@ -104,7 +104,9 @@ class UnmaskLM(LM):
         out = []
         for request in tqdm(requests, desc="unmask loglikelihood_rolling", disable=disable_tqdm):
             (text,) = request.args
-            windows = get_rolling_token_windows(self._encode(text), self.special.start, self.window - 1, 1)
+            # A window's context and continuation, after the start token, fill the model's positions (a causal
+            # model's windows hold one token more: its last prediction is never an input).
+            windows = get_rolling_token_windows(self._encode(text), self.special.start, self.window - 2, 1)
             # lm_eval's windows open with the prefix token; unmask's sequences carry the start token already
             pairs = [Pair(ctx[1:] if ctx[:1] == [self.special.start] else ctx, cont)
                      for ctx, cont in map(make_disjoint_window, windows)]  # fmt: skip
