@@ -4,6 +4,7 @@ import json
 import random
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -102,14 +103,21 @@ def test_the_starter_scores_real_text_above_the_same_words_shuffled():
         shuffled.append(Pair(head, mixed))
     scores = loglikelihoods(model, special, real + shuffled, window, samples=32)
     assert all(r > s for r, s in zip(scores[: len(texts)], scores[len(texts) :])), scores
-    # Greedy decoding writes what the model likes best: its own greedy text is greedy, shuffled words are not.
-    config = GenerationConfig(max_new_tokens=4, steps=4, sampling="greedy", block_length=0, spacing=1, forbid_eos=True)
-    written = generate(model, tokenizer, texts[1][0], config).texts[0]
-    own = Pair(real[1].context, _ids(tokenizer, texts[1][0] + " " + written)[len(real[1].context) :])
-    assert greedy(model, special, [own, shuffled[1]], window) == [True, False], written
+    # Greedy decoding writes what the model likes best, the most confident position first: its own greedy
+    # text is greedy; the text written strictly left to right (blocks of one token) and shuffled words are not.
+    config = GenerationConfig(max_new_tokens=6, steps=6, sampling="greedy", block_length=0, spacing=1, forbid_eos=True)
+    context = texts[1][0]
+
+    def pair(text: str) -> Pair:
+        return Pair(real[1].context, _ids(tokenizer, context + " " + text)[len(real[1].context) :])
+
+    own = generate(model, tokenizer, context, config).texts[0]
+    in_order = generate(model, tokenizer, context, replace(config, block_length=1)).texts[0]
+    assert own != in_order
+    assert greedy(model, special, [pair(own), pair(in_order), shuffled[1]], window) == [True, False, False]
 
 
-def _tasks(folder: Path) -> Path:
+def _tasks(folder: Path, stop: str = " a") -> Path:
     """Four local tasks, one per request type, on JSONL files: nothing is downloaded."""
     rows = {
         "choice": [{"q": s[:20], "choices": [s[20:], " ".join(reversed(s[20:].split()))], "a": 0} for s in SENTENCES],
@@ -123,7 +131,7 @@ def _tasks(folder: Path) -> Path:
         "cloze": 'output_type: loglikelihood\ndoc_to_text: "{{text}}"\ndoc_to_target: "{{word}}"\n'
         "metric_list:\n  - metric: perplexity\n  - metric: acc\n",
         "write": 'output_type: generate_until\ndoc_to_text: "{{prompt}}"\ndoc_to_target: "{{target}}"\n'
-        'generation_kwargs:\n  until: [" a"]\n  max_gen_toks: 6\n  do_sample: false\n'
+        f"generation_kwargs:\n  until: [{json.dumps(stop)}]\n  max_gen_toks: 6\n  do_sample: false\n"
         "metric_list:\n  - metric: exact_match\n",
         "whole": 'output_type: loglikelihood_rolling\ndoc_to_text: ""\ndoc_to_target: "{{text}}"\n'
         "metric_list:\n  - metric: word_perplexity\n",
@@ -146,7 +154,11 @@ def chat_checkpoint(tmp_path_factory, tiny_checkpoint) -> Path:
 
 def test_local_tasks_run_through_lm_eval_and_score_the_same_twice(tmp_path, chat_checkpoint, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    manager = TaskManager(include_path=str(_tasks(tmp_path)))
+    model, tokenizer = checkpoint.load(chat_checkpoint, torch.device("cpu"))
+    config = GenerationConfig(max_new_tokens=6, steps=3, sampling="greedy", seed=0)
+    full = generate(model, tokenizer, SENTENCES[0][:16], config).texts[0]  # what the first writing task gets
+    stop = full[len(full) // 2 :][:2]  # a stop string the greedy text is sure to meet, halfway
+    manager = TaskManager(include_path=str(_tasks(tmp_path, stop)))
     names = ["tiny_choice", "tiny_cloze", "tiny_write", "tiny_whole"]
 
     def evaluate(**kwargs):
@@ -160,12 +172,11 @@ def test_local_tasks_run_through_lm_eval_and_score_the_same_twice(tmp_path, chat
     assert 0 <= results["tiny_choice"]["acc,none"] <= 1 and results["tiny_cloze"]["perplexity,none"] > 1
     assert results["tiny_whole"]["word_perplexity,none"] > 1
     # generate_until: unmask's greedy text, cut before the task's stop string.
-    model, tokenizer = checkpoint.load(chat_checkpoint, torch.device("cpu"))
-    config = GenerationConfig(max_new_tokens=6, steps=3, sampling="greedy", seed=0)
-    for sample in first["samples"]["tiny_write"]:
-        prompt = sample["arguments"][0][0]
-        full = generate(model, tokenizer, prompt, config).texts[0]
-        assert sample["resps"][0][0] == full.split(" a")[0]
+    written = {s["arguments"][0][0]: s["resps"][0][0] for s in first["samples"]["tiny_write"]}
+    assert written[SENTENCES[0][:16]] == full[: full.find(stop)] and len(written[SENTENCES[0][:16]]) < len(full)
+    for prompt, text in written.items():
+        whole = generate(model, tokenizer, prompt, config).texts[0]
+        assert text == whole.split(stop)[0]
     # A chat template, when the task asks for one, wraps the prompt in the model's template.
     chat = evaluate(apply_chat_template=True, limit=1)
     prompt = chat["samples"]["tiny_write"][0]["arguments"][0][0]

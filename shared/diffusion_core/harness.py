@@ -12,6 +12,7 @@ lm-eval ARGS` does that, then runs lm_eval's own command line with ARGS. Needs t
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import fields, replace
 from typing import Any
 
@@ -32,7 +33,12 @@ from .tokenizer import chat_text
 
 log = logging.getLogger(__name__)
 _GENERATION = {f.name: f for f in fields(GenerationConfig)}
-_CASTS = {bool: lambda v: str(v).lower() in ("1", "true", "yes"), int: int, float: float, str: str}
+_CASTS: dict[type, Callable[[Any], Any]] = {
+    bool: lambda v: str(v).lower() in ("1", "true", "yes"),
+    int: int,
+    float: float,
+    str: str,
+}
 
 
 @register_model("unmask")
@@ -67,7 +73,7 @@ class UnmaskLM(LM):
         self.samples, self.seed = int(mc_samples), int(seed)
         if self.samples < 1:
             raise ConfigError("mc_samples must be at least 1", "mc_samples")
-        self.batch = int(batch_size) if str(batch_size or "auto").isdigit() and int(batch_size or 0) > 0 else 1
+        self.batch = max(1, int(str(batch_size))) if str(batch_size).isdigit() else 1  # "auto": one at a time
         self.rows = self.batch * self.samples
         self.generation = _generation_options(generation)
         log.info("unmask: %s on %s (%s), %d samples per continuation", pretrained, self._device, choice.reason,

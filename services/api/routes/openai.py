@@ -182,7 +182,7 @@ async def chat_completions(
                         if done[i]:
                             continue
                         final = _final(entry.pieces, frame, i, end)
-                        text, stopped = _cut(entry.tokenizer.decode([t.id for t in final]).strip(), stops)
+                        text, stopped = _cut(str(entry.tokenizer.decode([t.id for t in final])).strip(), stops)
                         if text.startswith(sent[i]) and len(text) > len(sent[i]):
                             delta = {"content": text[len(sent[i]) :]}
                             choice = {"index": i, "delta": delta, "finish_reason": None}
