@@ -10,6 +10,8 @@ import torch
 from huggingface_hub import InferenceClient
 
 from diffusion_core import GenerationConfig, checkpoint, create_denoiser, run
+from services.api import logprobs
+from services.api.schemas import Token
 
 PROMPT = "the quick brown"
 
@@ -80,3 +82,12 @@ def test_openai_completion_logprobs_follow_the_text(server):
     for token, logprob, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
         # Greedy: the written token is the most likely one, so it leads its alternatives.
         assert logprob < 0 and top[token] == logprob == max(top.values()) and 1 <= len(top) <= 3
+
+
+def test_a_reply_cut_at_a_stop_string_keeps_the_logprobs_of_the_tokens_it_shows():
+    words = [Token(id=i, text=t, logprob=-1.0) for i, t in enumerate([" the", " quick", " brown", " fox"])]
+    reply = "".join(t.text for t in words).strip()  # replies are stripped: "the quick brown fox"
+    for stop in (" brown", "brown", " fox"):
+        shown = reply[: reply.find(stop)]
+        kept = logprobs.covering(words, len(shown))
+        assert "".join(t.text for t in words[:kept]).strip() == shown.strip(), stop
