@@ -49,6 +49,11 @@ def test_compare_puts_both_on_one_clock(tiny_checkpoint, tiny_twin, tmp_path, ca
     gif = Image.open(out / "compare.gif")
     end = max(summary["diffusion"]["seconds"], summary["autoregressive"]["seconds"])
     assert abs(gif.n_frames - (end * 50 + 1)) <= 2 and gif.width == 2 * 560 + 2
+    durations = []
+    for n in range(gif.n_frames):
+        gif.seek(n)
+        durations.append(gif.info["duration"])
+    assert set(durations[:-1]) == {20}, "a picture per tick of the wall clock: 50 a second"
     assert "forward passes" in capsys.readouterr().out
 
 
