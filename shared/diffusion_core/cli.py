@@ -362,9 +362,9 @@ def _compare(args: argparse.Namespace) -> int:
     ar = record_ar(config.max_new_tokens)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pictures, _ = animation.side_by_side_drawing(diffusion, ar, args.fps)  # how many, drawn by the encoder
     gif = out / "compare.gif"
     write_bytes(gif, animation.side_by_side_gif(diffusion, ar, fps=args.fps))  # plays at the wall clock's pace
+    pictures = len(animation.synchronised(diffusion, ar, args.fps))
     summary = {
         side: {
             "forward_passes": msgs[-1]["step"],

@@ -372,6 +372,12 @@ def decode(tokenizer: PreTrainedTokenizerBase, result: Result, written_only: boo
     return [str(tokenizer.decode(ids, skip_special_tokens=True)).strip() for ids in rows]
 
 
+def cut_at_stops(text: str, stops: list[str]) -> tuple[str, bool]:
+    """The text before the first of the stop strings, and whether one was found."""
+    ends = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return (text[: min(ends)], True) if ends else (text, False)
+
+
 def generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,

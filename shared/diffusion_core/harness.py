@@ -12,20 +12,19 @@ lm-eval ARGS` does that, then runs lm_eval's own command line with ARGS. Needs t
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import fields, replace
 from typing import Any
 
 import torch
 from lm_eval.api.instance import Instance
-from lm_eval.api.model import LM
+from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from . import checkpoint
 from .config import GenerationConfig
-from .denoise import generate
+from .denoise import cut_at_stops, generate
 from .errors import ConfigError
 from .likelihood import SAMPLES, Pair, greedy, loglikelihoods
 from .model import SpecialTokens, max_positions, pick_device, pick_dtype
@@ -33,24 +32,20 @@ from .tokenizer import chat_text
 
 log = logging.getLogger(__name__)
 _GENERATION = {f.name: f for f in fields(GenerationConfig)}
-_CASTS: dict[type, Callable[[Any], Any]] = {
-    bool: lambda v: str(v).lower() in ("1", "true", "yes"),
-    int: int,
-    float: float,
-    str: str,
-}
 
 
 @register_model("unmask")
-class UnmaskLM(LM):
+class UnmaskLM(TemplateLM):
     """A checkpoint unmask can load (a directory or a hub id), scored and sampled the diffusion way.
 
-    model_args: pretrained (required), device, dtype (default UNMASK_DTYPE, else auto: bf16 where the device
-    computes it), batch_size
-    (requests scored together: a forward pass holds batch_size x mc_samples rows), mc_samples (masks per
-    continuation), seed (the estimate's and generation's), and
+    model_args: pretrained (required), device, dtype (default UNMASK_DTYPE, else auto: bf16 where the
+    device computes it), batch_size (requests scored together: a forward pass holds batch_size x
+    mc_samples rows), mc_samples (masks per continuation), seed (the estimate's and generation's), and
     any GenerationConfig field (steps, block_length, remasking, cache, ...) for generate_until; steps
-    defaults to one token per pass."""
+    defaults to one token per pass. lm_eval's TemplateLM splits context and continuation where the
+    whole text tokenizes."""
+
+    backend = "causal"  # TemplateLM's name for "encode the whole text, then split it"
 
     def __init__(
         self,
@@ -80,30 +75,35 @@ class UnmaskLM(LM):
                  self.samples)  # fmt: skip
 
     # ---- scoring ----
-    def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    @property
+    def eot_token_id(self) -> int:
+        return self.special.end
 
-    def _pair(self, context: str, continuation: str) -> Pair:
-        """Token ids of context and continuation, split where the whole text tokenizes (trailing spaces of the
-        context move to the continuation, as lm_eval's own models do)."""
-        spaces = len(context) - len(context.rstrip())
-        if spaces:
-            context, continuation = context[:-spaces], context[-spaces:] + continuation
-        whole, head = self._encode(context + continuation), self._encode(context)
-        return Pair(head, whole[len(head) :])
+    @property
+    def prefix_token_id(self) -> int:
+        return self.special.start  # an empty context is the start token alone
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
+        return list(self.tokenizer(string, add_special_tokens=False)["input_ids"])
+
+    def _context(self, context: list[int]) -> list[int]:
+        """A context as unmask's sequences take it: the start token opens every one already."""
+        return context[1:] if context[:1] == [self.special.start] else context
 
     def _scores(self, pairs: list[Pair]) -> list[float]:
         return loglikelihoods(self.model, self.special, pairs, self.window, self.samples, self.seed, self.rows)
 
-    def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        pairs = [self._pair(*r.args) for r in requests]
+    def _loglikelihood_tokens(
+        self, requests: list[tuple[tuple[str, str], list[int], list[int]]], disable_tqdm: bool = False, **kwargs: Any
+    ) -> list[tuple[float, bool]]:
+        pairs = [Pair(self._context(context), continuation) for _, context, continuation in requests]
         scores, hits = [], []
         for start in tqdm(range(0, len(pairs), self.batch), desc="unmask loglikelihood", disable=disable_tqdm):
             part = pairs[start : start + self.batch]
             scores += self._scores(part)
             hits += greedy(self.model, self.special, part, self.window, self.rows)
-        for request, score, hit in zip(requests, scores, hits):
-            self.cache_hook.add_partial("loglikelihood", request.args, (score, hit))
+        for (args, _, _), score, hit in zip(requests, scores, hits):
+            self.cache_hook.add_partial("loglikelihood", args, (score, hit))
         return list(zip(scores, hits))
 
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
@@ -112,10 +112,8 @@ class UnmaskLM(LM):
             (text,) = request.args
             # A window's context and continuation, after the start token, fill the model's positions (a causal
             # model's windows hold one token more: its last prediction is never an input).
-            windows = get_rolling_token_windows(self._encode(text), self.special.start, self.window - 2, 1)
-            # lm_eval's windows open with the prefix token; unmask's sequences carry the start token already
-            pairs = [Pair(ctx[1:] if ctx[:1] == [self.special.start] else ctx, cont)
-                     for ctx, cont in map(make_disjoint_window, windows)]  # fmt: skip
+            windows = get_rolling_token_windows(self.tok_encode(text), self.prefix_token_id, self.window - 2, 1)
+            pairs = [Pair(self._context(ctx), cont) for ctx, cont in map(make_disjoint_window, windows)]
             score = sum(self._scores(pairs))
             self.cache_hook.add_partial("loglikelihood_rolling", request.args, score)
             out.append(score)
@@ -127,8 +125,7 @@ class UnmaskLM(LM):
         for request in tqdm(requests, desc="unmask generate_until", disable=disable_tqdm):
             context, kwargs = request.args
             config, stops = self._config(dict(kwargs))
-            text = generate(self.model, self.tokenizer, context, config).texts[0]
-            text = _cut(text, stops)
+            text, _ = cut_at_stops(generate(self.model, self.tokenizer, context, config).texts[0], stops)
             self.cache_hook.add_partial("generate_until", request.args, text)
             out.append(text)
         return out
@@ -158,9 +155,6 @@ class UnmaskLM(LM):
     def tokenizer_name(self) -> str:
         return self.pretrained.replace("/", "__")
 
-    def chat_template(self, chat_template: bool | str = False) -> str | None:
-        return getattr(self.tokenizer, "chat_template", None) or None
-
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return chat_text(self.tokenizer, chat_history, add_generation_prompt)
 
@@ -176,24 +170,13 @@ def _device(name: str | None) -> torch.device:
 
 
 def _generation_options(given: dict[str, Any]) -> dict[str, Any]:
-    """GenerationConfig fields named in model_args, as their types; anything else is a clear error."""
+    """GenerationConfig fields named in model_args; anything else is a clear error."""
     unknown = sorted(set(given) - set(_GENERATION))
     if unknown:
         known = ", ".join(["device", "dtype", "batch_size", "mc_samples", "seed", *_GENERATION])
         raise ConfigError(f"unknown model_args {', '.join(unknown)}; unmask takes: {known}", unknown[0])
-    options = {}
-    for name, value in given.items():
-        default = _GENERATION[name].default
-        kind = type(default) if default is not None else int
-        options[name] = _CASTS[kind](value)
-    GenerationConfig(**options)  # checks bounds and choices now, not at the first request
-    return options
-
-
-def _cut(text: str, stops: list[str]) -> str:
-    """The text before the first stop string."""
-    ends = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return text[: min(ends)] if ends else text
+    GenerationConfig(**given)  # checks bounds and choices now, not at the first request (lm_eval parsed the types)
+    return given
 
 
 def main(argv: list[str]) -> int:

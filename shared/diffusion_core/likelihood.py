@@ -104,15 +104,20 @@ def _batches(rows: list[_Row], size: int) -> list[list[_Row]]:
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
+def _padded(sequences: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids (B, W) padded on the right, and their attention mask."""
+    ids = torch.full((len(sequences), max(map(len, sequences))), pad, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    for b, sequence in enumerate(sequences):
+        ids[b, : len(sequence)] = torch.tensor(sequence)
+        attention[b, : len(sequence)] = 1
+    return ids, attention
+
+
 def _masked_logprobs(model: PreTrainedModel, special: SpecialTokens, rows: list[_Row]) -> list[float]:
     """For each row, the sum over its masked columns of log p(true token), with those columns masked."""
     device = next(model.parameters()).device
-    width = max(len(r.ids) for r in rows)
-    ids = torch.full((len(rows), width), special.pad, dtype=torch.long)
-    attention = torch.zeros_like(ids)
-    for b, row in enumerate(rows):
-        ids[b, : len(row.ids)] = torch.tensor(row.ids)
-        attention[b, : len(row.ids)] = 1
+    ids, attention = _padded([r.ids for r in rows], special.pad)
     which = torch.tensor([b for b, r in enumerate(rows) for _ in r.masked])
     cols = torch.tensor([c for r in rows for c in r.masked])
     targets = ids[which, cols]
@@ -160,12 +165,7 @@ def _greedy(model: PreTrainedModel, special: SpecialTokens, pairs: list[Pair], w
     canvas = [[special.mask if c in m else t for c, t in enumerate(ids)] for (ids, _), m in zip(states, masked)]
     device = next(model.parameters()).device
     while live := [i for i, m in enumerate(masked) if hits[i] and m]:
-        width = max(len(canvas[i]) for i in live)
-        ids = torch.full((len(live), width), special.pad, dtype=torch.long)
-        attention = torch.zeros_like(ids)
-        for b, i in enumerate(live):
-            ids[b, : len(canvas[i])] = torch.tensor(canvas[i])
-            attention[b, : len(canvas[i])] = 1
+        ids, attention = _padded([canvas[i] for i in live], special.pad)
         which = torch.tensor([b for b, i in enumerate(live) for _ in masked[i]])
         cols = torch.tensor([c for i in live for c in sorted(masked[i])])
         with torch.inference_mode():

@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 
 from diffusion_core import MASK_PLACEHOLDER, Frame
+from diffusion_core.denoise import cut_at_stops
 from diffusion_core.model import SpecialTokens
 from diffusion_core.terminal import TokenPieces
 
@@ -117,12 +118,6 @@ async def completions(
     return {**head, "choices": out, "usage": _usage(prompt_tokens, completion_tokens)}
 
 
-def _cut(text: str, stops: list[str]) -> tuple[str, bool]:
-    """The text before the first stop string, and whether one was found."""
-    ends = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return (text[: min(ends)], True) if ends else (text, False)
-
-
 def _final(pieces: TokenPieces, frame: Frame, row: int, end: int) -> list[Token]:
     """Row's reply as far as it is final: written tokens up to the first still-masked one, with the log-probs
     they were written with."""
@@ -182,7 +177,7 @@ async def chat_completions(
                         if done[i]:
                             continue
                         final = _final(entry.pieces, frame, i, end)
-                        text, stopped = _cut(str(entry.tokenizer.decode([t.id for t in final])).strip(), stops)
+                        text, stopped = cut_at_stops(str(entry.tokenizer.decode([t.id for t in final])).strip(), stops)
                         if text.startswith(sent[i]) and len(text) > len(sent[i]):
                             delta = {"content": text[len(sent[i]) :]}
                             choice = {"index": i, "delta": delta, "finish_reason": None}
@@ -208,7 +203,7 @@ async def chat_completions(
     choices = []
     for i, r in enumerate(results(ticket, params, started)):
         assert r.details is not None
-        text, stopped = _cut(r.generated_text, stops)
+        text, stopped = cut_at_stops(r.generated_text, stops)
         reason = "stop" if stopped or r.details.finish_reason == "eos_token" else "length"
         message = {"role": "assistant", "content": text}
         choice = {"index": i, "message": message, "logprobs": None, "finish_reason": reason}
