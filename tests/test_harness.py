@@ -64,6 +64,14 @@ def test_a_context_longer_than_the_window_keeps_its_end(tiny_model, tokenizer):
     assert greedy(tiny_model, special, [long, cut], window) in ([True, True], [False, False])
 
 
+def test_the_model_takes_unmasks_dtype_and_the_best_device_when_lm_evals_default_gpu_is_missing(
+    tiny_checkpoint, monkeypatch
+):
+    monkeypatch.setenv("UNMASK_DTYPE", "float16")  # not what auto picks on any machine
+    lm = UnmaskLM(pretrained=str(tiny_checkpoint), device="cuda:0" if not torch.cuda.is_available() else "cpu")
+    assert next(lm.model.parameters()).dtype == torch.float16 and lm.device.type == "cpu"
+
+
 def test_a_rolling_score_is_the_bound_of_the_text_after_the_start_token(tiny_checkpoint):
     lm = UnmaskLM(pretrained=str(tiny_checkpoint), device="cpu", dtype="float32", mc_samples=8, seed=2)
     text = SENTENCES[0]
@@ -185,7 +193,7 @@ def test_local_tasks_run_through_lm_eval_and_score_the_same_twice(tmp_path, chat
 
 def test_unmask_lm_eval_runs_the_harness_command_on_the_documented_example(tiny_checkpoint, capsys, monkeypatch):
     root = Path(__file__).resolve().parents[1]  # the example's data paths are relative to the repository
-    args = ["--model", "unmask", "--model_args", f"pretrained={tiny_checkpoint},mc_samples=2,dtype=float32"]
+    args = ["--model", "unmask", "--model_args", f"pretrained={tiny_checkpoint},mc_samples=2,dtype=float32,steps=2"]
     args += ["--tasks", "heldout_order,heldout_cloze", "--include_path", "docs/examples/lm_eval", "--limit", "2"]
     env = {"HF_DATASETS_OFFLINE": "1", "PATH": str(Path(sys.executable).parent)}
     run = [sys.executable, "-m", "diffusion_core.cli", "lm-eval"]

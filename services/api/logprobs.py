@@ -11,13 +11,14 @@ from .schemas import Token
 
 
 def completion(tokens: list[Token], top: list[list[Token]] | None, offset: int) -> dict[str, Any]:
-    """OpenAI's legacy shape; each top_logprobs entry holds the n most likely tokens and the one written."""
+    """OpenAI's legacy shape; each top_logprobs entry holds the n most likely tokens (none without `top`) and
+    the one written."""
     starts, at = [], offset
     for t in tokens:
         starts.append(at)
         at += len(t.text)
-    alternatives = [{**{a.text: a.logprob for a in alts}, t.text: t.logprob} for t, alts in zip(tokens, top)] if top \
-        else None  # fmt: skip
+    alternatives = [{**{a.text: a.logprob for a in alts}, t.text: t.logprob} for t, alts in
+                    zip(tokens, top or [[]] * len(tokens))]  # fmt: skip
     return {
         "tokens": [t.text for t in tokens],
         "token_logprobs": [t.logprob for t in tokens],

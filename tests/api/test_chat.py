@@ -84,7 +84,9 @@ def test_a_stop_string_ends_the_reply(chat):
     request = dict(model="tiny-chat", messages=MESSAGES, max_tokens=24, seed=5, temperature=0)
     full = client.chat.completions.create(**request).choices[0].message.content
     stop = full.split()[1] if len(full.split()) > 1 else full[-2:]
-    cut = client.chat.completions.create(**request, stop=[stop]).choices[0]
+    later = full[-2:]  # also a stop, met later: the reply ends at the first one met, whichever is listed first
+    assert full.find(later) > full.find(stop)
+    cut = client.chat.completions.create(**request, stop=[later, stop]).choices[0]
     assert cut.finish_reason == "stop" and cut.message.content == full[: full.find(stop)]
 
 

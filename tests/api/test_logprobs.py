@@ -72,16 +72,24 @@ def test_openai_completion_logprobs_follow_the_text(server):
         reply = client.completions.create(
             model="tiny", prompt=PROMPT, max_tokens=8, temperature=0, logprobs=2, extra_body={"forbid_eos": True}
         )
+        bare = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=8, seed=1, logprobs=0)
         with pytest.raises(openai.UnprocessableEntityError):
             client.completions.create(model="tiny", prompt=PROMPT, max_tokens=8, logprobs=6)
     choice = reply.choices[0]
     lp = choice.logprobs
     assert len(lp.tokens) == 8 and "".join(lp.tokens).strip() == choice.text
-    assert lp.text_offset[0] == len(PROMPT)
-    assert all(b - a == len(t) for a, b, t in zip(lp.text_offset, lp.text_offset[1:], lp.tokens))
+    for lp in (choice.logprobs, bare.choices[0].logprobs):
+        assert lp.text_offset[0] == len(PROMPT)
+        assert all(b - a == len(t) for a, b, t in zip(lp.text_offset, lp.text_offset[1:], lp.tokens))
+    assert max(map(len, bare.choices[0].logprobs.tokens)) > 1, "offsets count characters, not tokens"
+    lp = choice.logprobs
     for token, logprob, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
         # Greedy: the written token is the most likely one, so it leads its alternatives.
         assert logprob < 0 and top[token] == logprob == max(top.values()) and 1 <= len(top) <= 3
+    # logprobs=0: no alternatives, but each position still names the token written and its log-prob.
+    lp0 = bare.choices[0].logprobs
+    assert [list(top) for top in lp0.top_logprobs] == [[t] for t in lp0.tokens]
+    assert [top[t] for top, t in zip(lp0.top_logprobs, lp0.tokens)] == lp0.token_logprobs
 
 
 def test_a_reply_cut_at_a_stop_string_keeps_the_logprobs_of_the_tokens_it_shows():
