@@ -13,6 +13,7 @@ import pytest
 import torch
 from lm_eval.tasks import TaskManager
 
+import diffusion_core
 from diffusion_core import GenerationConfig, checkpoint, generate
 from diffusion_core.cli import main
 from diffusion_core.harness import UnmaskLM
@@ -205,3 +206,12 @@ def test_unmask_lm_eval_runs_the_harness_command_on_the_documented_example(tiny_
     assert main(["lm-eval", *args]) == 2
     printed = capsys.readouterr().err
     assert "unknown model_args stepz" in printed and "Traceback" not in printed
+
+
+def test_without_the_eval_extra_unmask_lm_eval_says_what_to_install(monkeypatch, capsys):
+    for name in [n for n in sys.modules if n.split(".")[0] == "lm_eval"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if lm-evaluation-harness were not installed
+    monkeypatch.delitem(sys.modules, "diffusion_core.harness")
+    monkeypatch.delattr(diffusion_core, "harness")
+    assert main(["lm-eval", "--tasks", "x"]) == 2
+    assert "pip install -e '.[eval]'" in capsys.readouterr().err
